@@ -1,0 +1,68 @@
+"""gebm_ppl: Generalized Energy Based Models (Arbel, Zhou & Gretton, ICLR 2021) for Pyro and NumPyro."""
+
+from __future__ import annotations
+
+import importlib
+
+from .bases import AffineBase, Base, DensityNotAvailable, RealNVP, register_base
+from .distribution import GEBMDistribution
+from .energies import EnergyMLP, QuadraticEnergy, gradient_penalty, register_energy
+from .gebm import GEBM
+from .kale import (
+    LogPartitionEstimate,
+    estimate_log_partition,
+    kale_base_loss,
+    kale_energy_loss,
+    kale_objective,
+)
+
+__version__ = "0.1.0"
+
+# Names whose modules pull in heavier dependencies (training loops, MCMC, JAX, data I/O) are
+# imported on first use, so that `import gebm_ppl` stays light and JAX stays optional.
+_LAZY = {
+    "fit_mle": "gebm_ppl.training",
+    "fit_kale": "gebm_ppl.training",
+    "TrainingDiverged": "gebm_ppl.training",
+    "sample_latent": "gebm_ppl.sampling",
+    "GEBMReparam": "gebm_ppl.reparam",
+    "to_jax": "gebm_ppl.jax",
+}
+_LAZY_MODULES = {"data", "diagnostics", "sampling", "training", "jax", "numpyro", "reparam"}
+
+__all__ = sorted(
+    [
+        "AffineBase",
+        "Base",
+        "DensityNotAvailable",
+        "EnergyMLP",
+        "GEBM",
+        "GEBMDistribution",
+        "LogPartitionEstimate",
+        "QuadraticEnergy",
+        "RealNVP",
+        "estimate_log_partition",
+        "gradient_penalty",
+        "kale_base_loss",
+        "kale_energy_loss",
+        "kale_objective",
+        "register_base",
+        "register_energy",
+        *_LAZY,
+    ]
+)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _LAZY_MODULES:
+        value = importlib.import_module(f"gebm_ppl.{name}")
+    else:
+        raise AttributeError(f"module 'gebm_ppl' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | _LAZY_MODULES)

@@ -1,0 +1,164 @@
+"""Energies E: ℝᴰ → ℝ that reweight the base, dQ ∝ exp(−E) dG, and the gradient penalty."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from ._validation import check_positive_int
+
+__all__ = ["ENERGIES", "EnergyMLP", "QuadraticEnergy", "gradient_penalty", "register_energy"]
+
+_ACTIVATIONS = {"leaky_relu", "relu", "elu", "softplus", "tanh", "silu"}
+
+
+def _activation(name: str, negative_slope: float) -> nn.Module:
+    return {
+        "leaky_relu": lambda: nn.LeakyReLU(negative_slope),
+        "relu": nn.ReLU,
+        "elu": nn.ELU,
+        "softplus": nn.Softplus,
+        "tanh": nn.Tanh,
+        "silu": nn.SiLU,
+    }[name]()
+
+
+class EnergyMLP(nn.Module):
+    """Multi-layer perceptron energy, ``[..., D] → [...]``.
+
+    As in Arbel et al. (2021): hidden widths (100, 200, 100) with LeakyReLU(0.1) by default.
+    With ``spectral_norm=True`` every linear layer is spectrally normalised (Miyato et al., 2018),
+    so E is ``lipschitz``-Lipschitz for 1-Lipschitz activations; ``"output"`` normalises only
+    the last layer (the paper's code); ``False`` none. An optional smooth ``floor`` keeps
+    E ≥ floor: E = floor + softplus(f(x) − floor).
+
+    Args:
+        dim: input dimension D.
+        hidden: hidden layer widths.
+        activation: one of leaky_relu, relu, elu, softplus, tanh, silu.
+        spectral_norm: True, "output" or False.
+        lipschitz: output multiplier (the Lipschitz bound when every layer is normalised).
+        floor: optional lower bound of the energy.
+        negative_slope: slope of leaky_relu.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (100, 200, 100),
+        activation: str = "leaky_relu",
+        spectral_norm: bool | str = True,
+        lipschitz: float = 1.0,
+        floor: float | None = None,
+        negative_slope: float = 0.1,
+    ):
+        super().__init__()
+        self.dim = check_positive_int(dim, "dim")
+        hidden = [check_positive_int(h, "hidden") for h in hidden]
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"'activation' should be one of {sorted(_ACTIVATIONS)}. Got {activation!r}.")
+        if spectral_norm not in (True, False, "output"):
+            raise ValueError(f"'spectral_norm' should be True, False or 'output'. Got {spectral_norm!r}.")
+        self._config = dict(
+            dim=self.dim,
+            hidden=list(hidden),
+            activation=activation,
+            spectral_norm=spectral_norm,
+            lipschitz=float(lipschitz),
+            floor=None if floor is None else float(floor),
+            negative_slope=float(negative_slope),
+        )
+        self.lipschitz = float(lipschitz)
+        self.floor = floor
+        widths = [self.dim, *hidden, 1]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            linear = nn.Linear(a, b)
+            last = i == len(widths) - 2
+            if spectral_norm is True or (spectral_norm == "output" and last):
+                linear = _spectral_norm(linear)
+            layers.append(linear)
+            if not last:
+                layers.append(_activation(activation, negative_slope))
+        self.net = nn.Sequential(*layers)
+
+    @property
+    def config(self) -> dict:
+        return dict(self._config)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """E(x), shape ``[...]`` for x of shape ``[..., D]``."""
+        e = self.lipschitz * self.net(x).squeeze(-1)
+        if self.floor is not None:
+            e = self.floor + F.softplus(e - self.floor)
+        return e
+
+
+class QuadraticEnergy(nn.Module):
+    """E(x) = ½ (x − m)ᵀ P (x − m) with P = W Wᵀ positive semi-definite, ``[..., D] → [...]``.
+
+    With an affine (Gaussian) base N(μ, Σ), the GEBM is N with precision Σ⁻¹ + P; this is the
+    closed-form family of the tests and a useful energy in its own right.
+
+    Args:
+        dim: dimension D.
+        center: ``[D]`` initial m (default 0).
+        factor: ``[D, D]`` initial W (default 0, i.e. E ≡ 0).
+    """
+
+    def __init__(self, dim: int, center: Tensor | None = None, factor: Tensor | None = None):
+        super().__init__()
+        self.dim = check_positive_int(dim, "dim")
+        dt = torch.get_default_dtype()
+        center = torch.zeros(dim, dtype=dt) if center is None else torch.as_tensor(center, dtype=dt)
+        factor = torch.zeros(dim, dim, dtype=dt) if factor is None else torch.as_tensor(factor, dtype=dt)
+        if center.shape != (dim,) or factor.shape != (dim, dim):
+            raise ValueError(
+                f"QuadraticEnergy expects center [{dim}] and factor [{dim}, {dim}]. "
+                f"Got {tuple(center.shape)} and {tuple(factor.shape)}."
+            )
+        self.center = nn.Parameter(center.clone())
+        self.factor = nn.Parameter(factor.clone())
+
+    @property
+    def config(self) -> dict:
+        return {"dim": self.dim}
+
+    @property
+    def precision(self) -> Tensor:
+        return self.factor @ self.factor.T
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = (x - self.center) @ self.factor
+        return 0.5 * (y * y).sum(-1)
+
+
+def gradient_penalty(
+    energy: nn.Module, x_data: Tensor, x_base: Tensor, weight: float = 0.1, generator=None
+) -> Tensor:
+    """λ·E‖∇ₓE(x̂)‖² at random interpolates x̂ = t·x_data + (1 − t)·x_base, t ~ U(0, 1) per row.
+
+    ``x_data`` and ``x_base`` are ``[N, D]``; x_base is subsampled or tiled to N rows. The result is
+    differentiable in the energy parameters (``create_graph=True``).
+    """
+    n = x_data.shape[0]
+    if x_base.shape[0] != n:
+        idx = torch.randint(0, x_base.shape[0], (n,), device=x_base.device, generator=generator)
+        x_base = x_base[idx]
+    t = torch.rand(n, 1, device=x_data.device, dtype=x_data.dtype, generator=generator)
+    x_hat = (t * x_data.detach() + (1 - t) * x_base.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(energy(x_hat).sum(), x_hat, create_graph=True)
+    return weight * (grad * grad).sum(-1).mean()
+
+
+ENERGIES: dict[str, type[nn.Module]] = {"EnergyMLP": EnergyMLP, "QuadraticEnergy": QuadraticEnergy}
+
+
+def register_energy(cls: type[nn.Module]) -> type[nn.Module]:
+    """Register an energy class by name so that checkpoints naming it can be loaded."""
+    ENERGIES[cls.__name__] = cls
+    return cls
