@@ -30,27 +30,30 @@ _LAZY = {
 }
 _LAZY_MODULES = {"data", "diagnostics", "sampling", "training", "jax", "numpyro", "reparam"}
 
-__all__ = sorted(
-    [
-        "AffineBase",
-        "Base",
-        "DensityNotAvailable",
-        "EnergyMLP",
-        "GEBM",
-        "GEBMDistribution",
-        "LogPartitionEstimate",
-        "QuadraticEnergy",
-        "RealNVP",
-        "estimate_log_partition",
-        "gradient_penalty",
-        "kale_base_loss",
-        "kale_energy_loss",
-        "kale_objective",
-        "register_base",
-        "register_energy",
-        *_LAZY,
-    ]
-)
+__all__ = [
+    "AffineBase",
+    "Base",
+    "DensityNotAvailable",
+    "EnergyMLP",
+    "GEBM",
+    "GEBMDistribution",
+    "GEBMReparam",
+    "LogPartitionEstimate",
+    "QuadraticEnergy",
+    "RealNVP",
+    "TrainingDiverged",
+    "estimate_log_partition",
+    "fit_kale",
+    "fit_mle",
+    "gradient_penalty",
+    "kale_base_loss",
+    "kale_energy_loss",
+    "kale_objective",
+    "register_base",
+    "register_energy",
+    "sample_latent",
+    "to_jax",
+]
 
 
 def __getattr__(name: str):

@@ -209,8 +209,10 @@ class AffineBase(Base):
         super().__init__()
         dim = check_positive_int(dim, "dim")
         self.dim = self.latent_dim = dim
-        loc = torch.zeros(dim) if loc is None else torch.as_tensor(loc, dtype=torch.get_default_dtype())
-        tril = torch.eye(dim) if scale_tril is None else torch.as_tensor(scale_tril, dtype=loc.dtype)
+        loc = torch.zeros(dim) if loc is None else torch.as_tensor(loc)
+        if not loc.is_floating_point():
+            loc = loc.to(torch.get_default_dtype())
+        tril = torch.eye(dim, dtype=loc.dtype) if scale_tril is None else torch.as_tensor(scale_tril, dtype=loc.dtype)
         if loc.shape != (dim,) or tril.shape != (dim, dim):
             raise ValueError(
                 f"AffineBase expects loc [{dim}] and scale_tril [{dim}, {dim}]. "

@@ -103,7 +103,8 @@ class GEBM(nn.Module):
         if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{source} is not a gebm_ppl GEBM checkpoint (no format tag {CHECKPOINT_FORMAT!r}).")
         if ckpt.get("version") != _CHECKPOINT_VERSION:
-            raise ValueError(f"{source} has checkpoint version {ckpt.get('version')!r}; expected {_CHECKPOINT_VERSION}.")
+            version = ckpt.get("version")
+            raise ValueError(f"{source} has checkpoint version {version!r}; expected {_CHECKPOINT_VERSION}.")
         parts = {}
         for part, registry in (("base", BASES), ("energy", ENERGIES)):
             name = ckpt[part]["class"]

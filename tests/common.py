@@ -27,7 +27,9 @@ class GaussianCase(NamedTuple):
     latent_cov: Tensor
 
 
-def gaussian_case(dim: int = 3, seed: int = 0, dtype: torch.dtype = torch.float64, strength: float = 1.0) -> GaussianCase:
+def gaussian_case(
+    dim: int = 3, seed: int = 0, dtype: torch.dtype = torch.float64, strength: float = 1.0
+) -> GaussianCase:
     """Random affine base + quadratic energy, with the exact GEBM moments and log-partition."""
     g = torch.Generator().manual_seed(seed)
     m = torch.randn(dim, generator=g, dtype=dtype)
