@@ -25,6 +25,7 @@ setup(
     extras_require={
         "jax": ["jax>=0.4.30", "jaxlib>=0.4.30", "numpyro>=0.15"],
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.5"],
+        "docs": ["mkdocs>=1.6", "mkdocstrings>=0.25", "mkdocstrings-python>=1.10"],
     },
     entry_points={"console_scripts": ["gebm=gebm_ppl.cli:main"]},
 )
