@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     gebm = gp.GEBM(gp.RealNVP(args.dim, hidden_features=128, num_layers=5), gp.EnergyMLP(args.dim))
     gp.estimate_log_partition(gebm, num_samples=args.batch_size, batch_size=args.batch_size)  # warm-up
     print(f"machine: {platform.processor() or platform.machine()}, torch threads: {torch.get_num_threads()}")
-    print("| samples | batch | time (s, best of %d) | estimate | stderr | ESS |" % args.repeats)
+    print(f"| samples | batch | time (s, best of {args.repeats}) | estimate | stderr | ESS |")
     print("|---|---|---|---|---|---|")
     for n in args.samples:
         best = float("inf")

@@ -28,8 +28,20 @@ _LAZY = {
     "sample_latent": "gebm_ppl.sampling",
     "GEBMReparam": "gebm_ppl.reparam",
     "to_jax": "gebm_ppl.jax",
+    "evaluate_gebm": "gebm_ppl.evaluation",
 }
-_LAZY_MODULES = {"data", "diagnostics", "sampling", "training", "jax", "numpyro", "reparam"}
+_LAZY_MODULES = {
+    "data",
+    "diagnostics",
+    "evaluation",
+    "jax",
+    "numpyro",
+    "reparam",
+    "runs",
+    "sampling",
+    "training",
+    "userdata",
+}
 
 __all__ = [
     "AffineBase",
@@ -45,6 +57,7 @@ __all__ = [
     "TrainingDiverged",
     "TrainingHistory",
     "estimate_log_partition",
+    "evaluate_gebm",
     "fit_kale",
     "fit_mle",
     "gradient_penalty",

@@ -25,7 +25,7 @@ import torch
 from nflows.transforms import AffineCouplingTransform, CompositeTransform
 from torch import Tensor, nn
 
-from ._validation import check_points, check_positive_int
+from ._validation import check_points, check_positive_float, check_positive_int
 
 __all__ = ["AffineBase", "Base", "DensityNotAvailable", "RealNVP", "BASES", "register_base"]
 
@@ -144,6 +144,9 @@ class RealNVP(Base):
             raise ValueError(f"RealNVP needs 'dim' >= 2 (a coupling layer splits the features). Got {dim}.")
         check_positive_int(hidden_features, "hidden_features")
         check_positive_int(num_layers, "num_layers")
+        if isinstance(num_hidden_layers, bool) or not isinstance(num_hidden_layers, int) or num_hidden_layers < 0:
+            raise ValueError(f"'num_hidden_layers' should be an integer >= 0. Got {num_hidden_layers!r}.")
+        check_positive_float(scale_bound, "scale_bound")
         if scale not in ("exp_tanh", "sigmoid"):
             raise ValueError(f"'scale' should be 'exp_tanh' or 'sigmoid'. Got {scale!r}.")
         self.dim = self.latent_dim = dim
@@ -186,7 +189,7 @@ class RealNVP(Base):
 
     def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """G⁻¹(x) and log|det ∂G⁻¹(x)/∂x|, shapes ``[..., D]`` and ``[...]``."""
-        check_points(x, self.dim)
+        check_points(x, self.dim, dtype=self._param_like().dtype)
         flat = x.reshape(-1, self.dim)
         z, logabsdet = self.transform.forward(flat)
         return z.reshape(x.shape), logabsdet.reshape(x.shape[:-1])
@@ -219,6 +222,8 @@ class AffineBase(Base):
                 f"Got {tuple(loc.shape)} and {tuple(tril.shape)}."
             )
         diag = torch.diagonal(tril)
+        if not bool(torch.isfinite(loc).all() and torch.isfinite(tril).all()):
+            raise ValueError("'loc' and 'scale_tril' should hold finite values. Got NaN or inf.")
         if not bool((diag > 0).all()) or not torch.allclose(tril, tril.tril()):
             raise ValueError("'scale_tril' should be lower triangular with a positive diagonal.")
         self.loc = nn.Parameter(loc.clone())
@@ -237,7 +242,7 @@ class AffineBase(Base):
         return self.loc + z @ self.scale_tril.T
 
     def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        check_points(x, self.dim)
+        check_points(x, self.dim, dtype=self.loc.dtype)
         tril = self.scale_tril
         flat = (x - self.loc).reshape(-1, self.dim)
         z = torch.linalg.solve_triangular(tril, flat.T, upper=False).T.reshape(x.shape)

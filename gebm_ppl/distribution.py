@@ -60,7 +60,10 @@ class GEBMDistribution(TorchDistribution):
             raise TypeError(f"'gebm' should be a gebm_ppl.GEBM. Got {type(gebm).__name__}.")
         self.gebm = gebm
         if log_partition is not None:
-            log_partition = torch.as_tensor(log_partition, dtype=gebm.log_partition.dtype)
+            try:
+                log_partition = torch.as_tensor(log_partition, dtype=gebm.log_partition.dtype)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise TypeError(f"'log_partition' should be a finite scalar. Got {log_partition!r}.") from e
             if log_partition.dim() != 0 or not bool(torch.isfinite(log_partition)):
                 raise ValueError(f"'log_partition' should be a finite scalar. Got {log_partition}.")
         self._log_partition = log_partition

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from ._validation import check_positive_int
+from ._validation import check_finite_float, check_positive_float, check_positive_int
 
 __all__ = ["ENERGIES", "EnergyMLP", "QuadraticEnergy", "gradient_penalty", "register_energy"]
 
@@ -63,6 +63,10 @@ class EnergyMLP(nn.Module):
             raise ValueError(f"'activation' should be one of {sorted(_ACTIVATIONS)}. Got {activation!r}.")
         if spectral_norm not in (True, False, "output"):
             raise ValueError(f"'spectral_norm' should be True, False or 'output'. Got {spectral_norm!r}.")
+        check_positive_float(lipschitz, "lipschitz")
+        check_finite_float(negative_slope, "negative_slope")
+        if floor is not None:
+            check_finite_float(floor, "floor")
         self._config = dict(
             dim=self.dim,
             hidden=list(hidden),
@@ -121,6 +125,8 @@ class QuadraticEnergy(nn.Module):
                 f"QuadraticEnergy expects center [{dim}] and factor [{dim}, {dim}]. "
                 f"Got {tuple(center.shape)} and {tuple(factor.shape)}."
             )
+        if not bool(torch.isfinite(center).all() and torch.isfinite(factor).all()):
+            raise ValueError("'center' and 'factor' should hold finite values. Got NaN or inf.")
         self.center = nn.Parameter(center.clone())
         self.factor = nn.Parameter(factor.clone())
 

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._validation import check_positive_int
+from ._validation import check_positive_float, check_positive_int
 
 __all__ = [
     "LogPartitionEstimate",
@@ -37,6 +37,11 @@ def kale_objective(energy_data: Tensor, energy_base: Tensor, log_partition: Tens
     value as the plain mean (no bias, no clamping), without overflow in the intermediate terms.
     At c = A = log E_G[exp(−E)] the bound is tight: F = −E_P[E] − A.
     """
+    if energy_data.numel() == 0 or energy_base.numel() == 0:
+        raise ValueError(
+            "kale_objective needs at least one data point and one base sample. "
+            f"Got energy_data {tuple(energy_data.shape)} and energy_base {tuple(energy_base.shape)}."
+        )
     exp_term = torch.exp(log_mean_exp(-(energy_base + log_partition), dim=0))
     return -(energy_data + log_partition).mean() - exp_term + 1.0
 
@@ -113,8 +118,11 @@ def estimate_log_partition(
         temperature: T (1 is the model itself).
         generator: optional torch.Generator for the latent draws.
     """
+    if not hasattr(gebm, "latent_energy") or not hasattr(gebm, "base"):
+        raise TypeError(f"'gebm' should be a gebm_ppl.GEBM. Got {type(gebm).__name__}.")
     num_samples = check_positive_int(num_samples, "num_samples")
     batch_size = check_positive_int(batch_size, "batch_size")
+    temperature = check_positive_float(temperature, "temperature")
     was_training = gebm.training
     gebm.eval()
     try:

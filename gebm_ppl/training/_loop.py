@@ -16,6 +16,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR
 
 from .._io import atomic_torch_save
 from .._validation import check_positive_float, check_positive_int
+from ..gebm import checkpoint_digest, verify_digest
 from .history import TrainingDiverged, TrainingHistory
 
 __all__ = [
@@ -294,7 +295,10 @@ class Loop:
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 raise self.diverged(f"model weight {name!r}", self.step, max(1, self.epoch + (self.batch > 0)))
         self._sync_times()
-        atomic_torch_save(self.payload(self._training_state()), self.checkpoint_path)
+        payload = self.payload(self._training_state())
+        if "digest" not in payload:  # GEBM checkpoints carry one already
+            payload["digest"] = checkpoint_digest(payload)
+        atomic_torch_save(payload, self.checkpoint_path)
         self.last_checkpoint = (str(self.checkpoint_path), self.step)
         self._dirty = False
 
@@ -309,9 +313,19 @@ class Loop:
             raise ValueError(f"'resume': {str(path)!r} is not a readable checkpoint: {type(e).__name__}: {e}") from e
         training = None
         if isinstance(ckpt, dict):
-            training = ckpt.get("training") or (ckpt.get("extra") or {}).get("training")
+            extra = ckpt.get("extra")
+            training = ckpt.get("training") or (extra.get("training") if isinstance(extra, dict) else None)
         if not isinstance(training, dict) or training.get("format") != TRAINING_FORMAT:
             raise ValueError(f"'resume': {str(path)!r} is not a gebm_ppl training checkpoint.")
+        verify_digest(ckpt, f"'resume': {str(path)!r}", required=True)  # restores exactly what was saved
+        try:
+            self._restore(ckpt, training, path)
+        except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as e:
+            raise ValueError(
+                f"'resume': {str(path)!r} is a damaged training checkpoint ({type(e).__name__}: {e})."
+            ) from e
+
+    def _restore(self, ckpt: dict, training: dict, path: Path) -> None:
         if training.get("version") != TRAINING_VERSION:
             raise ValueError(
                 f"'resume': {str(path)!r} has training-checkpoint version {training.get('version')!r}; "

@@ -1,0 +1,144 @@
+"""The dataset registry: names, protocols, source files (paths, sha256, URLs) and builders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["ARCHIVES", "DATASETS", "Archive", "DatasetSpec", "SourceFile", "dataset_names", "get_spec"]
+
+_UCI = "https://archive.ics.uci.edu/ml/machine-learning-databases"
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A compressed archive that holds source files as members.
+
+    Attributes:
+        name: key in :data:`ARCHIVES`.
+        url: official download URL.
+        md5: the checksum the archive's host publishes (Zenodo publishes MD5 only).
+        prefix: path prefix of the members inside the archive.
+        filename: file name of the archive.
+    """
+
+    name: str
+    url: str
+    md5: str
+    prefix: str
+    filename: str
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One source file of a dataset.
+
+    Attributes:
+        path: path relative to a data folder, e.g. ``"wine-quality/winequality-red.csv"``.
+        sha256: the expected SHA-256, or None when no independent hash is published (then the
+            actual hash is recorded in the metadata but cannot be checked).
+        url: official download URL (None for archive members).
+        archive: name of the :class:`Archive` holding the file, if any.
+    """
+
+    path: str
+    sha256: str | None
+    url: str | None = None
+    archive: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset: its name, protocol, published dimension, source files and builder.
+
+    ``builder(paths, seed)`` maps ``{relative path: local path}`` to ``(train, val, test, params)``:
+    float64 arrays ``[N, D]`` and a dict of preprocessing parameters (plain JSON values).
+    ``seeded`` is False for protocols with fixed published splits (MAF), where ``seed`` is ignored.
+    """
+
+    name: str
+    protocol: str
+    dim: int
+    files: tuple[SourceFile, ...]
+    builder: Callable = field(repr=False)
+    description: str = ""
+    seeded: bool = True
+    version: int = 1
+
+
+ARCHIVES: dict[str, Archive] = {
+    "maf": Archive(
+        name="maf",
+        url="https://zenodo.org/record/1161203/files/data.tar.gz",
+        md5="9b9c9b0375315ad270eba4ce80c093ab",
+        prefix="data/",
+        filename="maf-data.tar.gz",
+    )
+}
+
+_RED = SourceFile(
+    "wine-quality/winequality-red.csv",
+    "4a402cf041b025d4566d954c3b9ba8635a3a8a01e039005d97d6a710278cf05e",
+    f"{_UCI}/wine-quality/winequality-red.csv",
+)
+_WHITE = SourceFile(
+    "wine-quality/winequality-white.csv",
+    "76c3f809815c17c07212622f776311faeb31e87610d52c26d87d6e361b169836",
+    f"{_UCI}/wine-quality/winequality-white.csv",
+)
+_PARKINSONS = SourceFile(
+    "parkinsons-telemonitoring/parkinsons_updrs.data",
+    "f2c7d5025dec4e92e7feae367a5f7ccf58789a10ac6b54bdf15976c599f9dd39",
+    f"{_UCI}/parkinsons/telemonitoring/parkinsons_updrs.data",
+)
+_POWER = SourceFile("power/data.npy", None, archive="maf")
+_GAS = SourceFile("gas/ethylene_CO.pickle", None, archive="maf")
+_HEPMASS = (
+    SourceFile("hepmass/1000_train.csv", None, archive="maf"),
+    SourceFile("hepmass/1000_test.csv", None, archive="maf"),
+)
+_MINIBOONE = SourceFile("miniboone/data.npy", None, archive="maf")
+_BSDS300 = SourceFile("BSDS300/BSDS300.hdf5", None, archive="maf")
+
+
+def _specs() -> dict[str, DatasetSpec]:
+    from . import kexpfam, maf
+
+    specs = [
+        DatasetSpec("red-wine", "kexpfam", 11, (_RED,), kexpfam.build_wine, "Wine Quality (red), UCI id 186"),
+        DatasetSpec("white-wine", "kexpfam", 11, (_WHITE,), kexpfam.build_wine, "Wine Quality (white), UCI id 186"),
+        DatasetSpec(
+            "parkinsons",
+            "kexpfam",
+            15,
+            (_PARKINSONS,),
+            kexpfam.build_parkinsons,
+            "Parkinsons Telemonitoring, UCI id 189",
+        ),
+        DatasetSpec("hepmass", "kexpfam", 22, _HEPMASS, kexpfam.build_hepmass, "HEPMASS (positive class), MAF archive"),
+        DatasetSpec("miniboone", "kexpfam", 43, (_MINIBOONE,), kexpfam.build_miniboone, "MiniBooNE, MAF archive"),
+        DatasetSpec("power", "maf", 6, (_POWER,), maf.build_power, "Household power consumption", seeded=False),
+        DatasetSpec("gas", "maf", 8, (_GAS,), maf.build_gas, "Gas sensor array (ethylene + CO)", seeded=False),
+        DatasetSpec("hepmass-maf", "maf", 21, _HEPMASS, maf.build_hepmass, "HEPMASS (positive class)", seeded=False),
+        DatasetSpec("miniboone-maf", "maf", 43, (_MINIBOONE,), maf.build_miniboone, "MiniBooNE", seeded=False),
+        DatasetSpec("bsds300", "maf", 63, (_BSDS300,), maf.build_bsds300, "BSDS300 8x8 patches", seeded=False),
+    ]
+    return {s.name: s for s in specs}
+
+
+DATASETS: dict[str, DatasetSpec] = _specs()
+
+
+def dataset_names(protocol: str | None = None) -> list[str]:
+    """Registered dataset names, optionally only those of one protocol (``"kexpfam"`` or ``"maf"``)."""
+    return [n for n, s in DATASETS.items() if protocol is None or s.protocol == protocol]
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The :class:`DatasetSpec` of ``name``; a ValueError listing the known names otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"'name' should be a dataset name (str). Got {type(name).__name__}.")
+    key = name.strip().lower().replace("_", "-")
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}. Known datasets: {', '.join(DATASETS)}.")
+    return DATASETS[key]

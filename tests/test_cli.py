@@ -1,0 +1,369 @@
+"""The `gebm` command end to end on red-wine (tiny settings): fit → evaluate → sample → diagnose,
+an interrupted fit that resumes, user files, and bad input (exit code 2 with a clear message)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import gebm_ppl as gp
+from gebm_ppl.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+UCI = Path(os.environ.get("GEBM_DATA_DIR") or ROOT.parent / "shared" / "data" / "uci")
+HAVE_RED_WINE = (UCI / "wine-quality" / "winequality-red.csv").is_file()
+needs_red_wine = pytest.mark.skipif(not HAVE_RED_WINE, reason=f"red-wine is not in {UCI}")
+
+# Tiny but real settings: a 2-layer RealNVP and a small energy, a few epochs of each stage.
+TINY = """
+[realnvp]
+hidden_features = 16
+num_layers = 2
+
+[energy]
+hidden = [16, 16]
+
+[mle]
+epochs = 4
+batch_size = 128
+
+[kale]
+epochs = 3
+noise_factor = 2
+log_partition_samples = 2000
+
+[benchmark]  # tables other than the four are ignored
+seeds = 3
+"""
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """``main(argv)`` in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def subprocess_env(tmp: Path) -> dict:
+    env = dict(os.environ)
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]), GEBM_DATA_DIR=str(UCI),
+               GEBM_CACHE_DIR=str(tmp / "cache"), OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    return env
+
+
+@contextlib.contextmanager
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A folder with the tiny configuration, and the environment pointing the data lookup at it."""
+    tmp = tmp_path_factory.mktemp("cli")
+    (tmp / "tiny.toml").write_text(TINY)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GEBM_DATA_DIR", str(UCI))
+        mp.setenv("GEBM_CACHE_DIR", str(tmp / "cache"))
+        yield tmp
+
+
+@pytest.fixture(scope="module")
+def fitted(workdir) -> Path:
+    """`gebm fit red-wine` with the tiny configuration (seed 1), uninterrupted."""
+    if not HAVE_RED_WINE:
+        pytest.skip(f"red-wine is not in {UCI}")
+    run_dir = workdir / "run"
+    with one_thread():
+        code, out, err = run_cli("fit", "red-wine", "--config", workdir / "tiny.toml", "--out", run_dir,
+                                 "--seed", 1, "--checkpoint-every", 2, "--no-progress")
+    assert code == EXIT_OK, err
+    assert "Fitted a GEBM on red-wine (11 dims)" in out and "GEBM (KALE) validation NLL" in out
+    return run_dir
+
+
+# ------------------------------------------------------------------------------------------ help
+def test_help_explains_every_option(capsys):
+    assert main(["--help"]) == EXIT_OK
+    top = capsys.readouterr().out
+    for command in ("fit", "evaluate", "sample", "diagnose"):
+        assert command in top
+    assert "Exit codes: 0 success, 1 runtime failure, 2 bad input" in top
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        assert main([name, "--help"]) == EXIT_OK
+        text = capsys.readouterr().out
+        for action in p._actions:
+            assert action.help, f"gebm {name}: {action.dest} has no help"
+            for flag in action.option_strings:
+                assert flag in text, f"gebm {name} --help does not mention {flag}"
+        # every option is in the user guide too
+        guide = (ROOT / "docs" / "cli.md").read_text()
+        for action in p._actions:
+            long = [f for f in action.option_strings if f.startswith("--") and f not in ("--help", "--debug")]
+            for flag in long:
+                assert flag in guide, f"docs/cli.md does not mention gebm {name} {flag}"
+    assert main(["--version"]) == EXIT_OK
+    assert gp.__version__ in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ end to end
+@needs_red_wine
+def test_fit_writes_a_complete_run_directory(fitted):
+    names = {p.name for p in fitted.iterdir()}
+    assert {"run.json", "data.h5", "mle.ckpt", "kale.ckpt", "gebm.pt", "history.json"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]  # atomic writes leave no scratch files
+    info = json.loads((fitted / "run.json").read_text())
+    assert info["status"] == "done" and info["identity"]["seed"] == 1
+    assert info["identity"]["config"]["kale"]["noise_factor"] == 2
+    history = json.loads((fitted / "history.json").read_text())
+    assert len(history["mle"]["records"]) == 4 and len(history["kale"]["records"]) == 3
+    gebm = gp.GEBM.load(fitted / "gebm.pt")
+    assert gebm.dim == 11 and gebm.base.config["num_layers"] == 2
+    # the stored splits are red-wine's kexpfam splits for seed 1
+    data = gp.data.load("red-wine", seed=1)
+    with h5py.File(fitted / "data.h5", "r") as f:
+        np.testing.assert_array_equal(f["test"][()], data.test)
+    # the same command again finds the finished run and leaves it alone
+    before = (fitted / "gebm.pt").stat().st_mtime_ns
+    code, _, err = run_cli("fit", "red-wine", "--config", fitted.parent / "tiny.toml", "--out", fitted,
+                           "--seed", 1, "--checkpoint-every", 2)
+    assert code == EXIT_OK and "already holds this finished run" in err
+    assert (fitted / "gebm.pt").stat().st_mtime_ns == before
+
+
+@needs_red_wine
+def test_evaluate_reports_nll_with_standard_errors_and_the_kale_bound(fitted):
+    code, out, err = run_cli("evaluate", fitted, "--num-samples", 5000, "--json")
+    assert code == EXIT_OK, err
+    res = json.loads(out)
+    assert res == json.loads((fitted / "evaluation-test.json").read_text())
+    assert res["split"] == "test" and res["num_examples"] == 159 and res["num_samples"] == 5000
+    # an independent recomputation of the base NLL and of the GEBM's NLL on the test split
+    gebm = gp.GEBM.load(fitted / "gebm.pt").eval()
+    x = torch.as_tensor(gp.data.load("red-wine", seed=1).test)
+    with torch.no_grad():
+        log_g = gebm.base.log_prob(x).double()
+        energy = gebm.energy(x).double()
+    assert res["base_nll"] == pytest.approx(-float(log_g.mean()), rel=1e-6)
+    assert res["nll"] == pytest.approx(-float((log_g - energy).mean()) + res["log_partition"], rel=1e-6)
+    assert res["base_nll_stderr"] == pytest.approx(float(log_g.std() / 159**0.5), rel=1e-5)
+    assert res["nll"] <= res["nll_bound"] + 1e-9  # the KALE bound holds for any c
+    assert 0 < res["nll_stderr"] and 0 < res["log_partition_stderr"] < 0.1 and 0 < res["ess"] <= 5000
+    # the table says the same
+    code, out, _ = run_cli("evaluate", fitted, "--num-samples", 5000, "--split", "val")
+    assert code == EXIT_OK
+    assert "val split (144 examples)" in out
+    for label in ("base (RealNVP) NLL", "GEBM NLL (importance sampling)", "KALE upper bound", "±"):
+        assert label in out
+
+
+@needs_red_wine
+def test_sample_then_diagnose(fitted, tmp_path):
+    import arviz as az
+
+    out = tmp_path / "draws.h5"
+    code, stdout, err = run_cli("sample", fitted, "-n", 20, "--warmup", 50, "--chains", 2, "--method", "nuts",
+                                "--seed", 3, "--out", out)
+    assert code == EXIT_OK, err
+    assert f"Wrote {out}" in stdout and f"Wrote {out.with_suffix('.nc')}" in stdout
+    with h5py.File(out, "r") as f:
+        z, x = f["posterior/z"][()], f["posterior/x"][()]
+        x_original = f["x_original"][()]
+        assert z.shape == (2, 20, 11) and x.shape == (2, 20, 11) and x_original.shape == (2, 20, 11)
+        for stat in ("diverging", "acceptance_rate", "step_size", "n_steps", "lp", "energy"):
+            assert f[f"sample_stats/{stat}"].shape == (2, 20)
+        assert f.attrs["method"] == "nuts" and f.attrs["backend"] == "pyro" and int(f.attrs["seed"]) == 3
+        assert f.attrs["run_dir"] == str(fitted.resolve())
+        assert list(f["x_original"].attrs["columns"])[-1] == "alcohol"
+    # x = G(z), and x_original is x mapped back through the inverse whitening
+    gebm = gp.GEBM.load(fitted / "gebm.pt").eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(gebm.base(torch.as_tensor(z, dtype=torch.float32)).numpy(), x, rtol=1e-4, atol=1e-4)
+    white = gp.data.load("red-wine", seed=1).metadata["preprocessing"]["whitening"]
+    np.testing.assert_allclose((x_original - white["mean"]) @ np.array(white["matrix"]), x, atol=1e-4)
+    # the netCDF InferenceData holds the same draws
+    idata = az.from_netcdf(out.with_suffix(".nc"))
+    np.testing.assert_array_equal(idata.posterior["x"].values, x)
+    assert idata.posterior.attrs["run_dir"] == str(fitted.resolve())
+
+    # diagnose: the summary table, E-BFMI and divergences, and PNG plots (the pair plot with held-out data)
+    plots = tmp_path / "plots"
+    code, stdout, err = run_cli("diagnose", out.with_suffix(".nc"), "--plots", plots, "--max-dims", 2)
+    assert code == EXIT_OK, err
+    for label in ("method: nuts", "max_r_hat", "min_e_bfmi", "divergences", "ess_bulk", "r_hat", "x[10]"):
+        assert label in stdout
+    assert {p.name for p in plots.iterdir()} == {"trace_x.png", "rank_x.png", "pair_x.png"}
+    for png in plots.iterdir():
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    # the HDF5 file works too (its netCDF twin is found), and --json is machine-readable
+    code, stdout, err = run_cli("diagnose", out, "--var", "z", "--json", "--plots", tmp_path / "zplots")
+    assert code == EXIT_OK, err
+    tables = json.loads(stdout)
+    assert tables["run"]["num_chains"] == 2 and tables["run"]["num_draws"] == 20
+    assert set(tables["summary"]) == {f"z[{i}]" for i in range(11)}
+    assert {p.name for p in (tmp_path / "zplots").iterdir()} == {"trace_z.png", "rank_z.png"}
+
+
+@needs_red_wine
+def test_interrupted_fit_resumes_and_finishes_exactly(fitted, workdir):
+    """SIGKILL `python -m gebm_ppl fit` after its first checkpoint, run the command again: the resumed run
+    continues from the checkpoint and ends with the same weights as the uninterrupted run."""
+    run_dir = workdir / "killed"
+    cmd = [sys.executable, "-m", "gebm_ppl", "fit", "red-wine", "--config", str(workdir / "tiny.toml"),
+           "--out", str(run_dir), "--seed", "1", "--checkpoint-every", "2", "--no-progress"]
+    env = subprocess_env(workdir)
+    log = workdir / "killed.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 120
+            while not (run_dir / "mle.ckpt").exists():
+                assert proc.poll() is None, f"the fit ended before its first checkpoint: {log.read_text()}"
+                assert time.monotonic() < deadline, "no checkpoint within 120 s"
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "fitting" and not (run_dir / "gebm.pt").exists()
+
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == EXIT_OK, resumed.stderr
+    assert "continuing the unfinished run" in resumed.stderr and "mle: resuming from" in resumed.stderr
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "done"
+    mle = json.loads((run_dir / "history.json").read_text())["mle"]
+    assert mle["settings"]["resumed_at_step"] >= 2 and len(mle["records"]) == 4
+    a = torch.load(run_dir / "gebm.pt", weights_only=True)["state_dict"]
+    b = torch.load(fitted / "gebm.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
+
+
+@needs_red_wine
+def test_fit_on_a_user_csv_file(workdir, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3)) @ np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.2]])
+    ids = np.arange(300)[:, None]
+    np.savetxt(tmp_path / "mine.csv", np.hstack([ids, x]), delimiter=",", header="id,u,v,w", comments="")
+    code, out, err = run_cli("fit", tmp_path / "mine.csv", "--drop", "id", "--config", workdir / "tiny.toml",
+                             "--out", tmp_path / "run", "--set", "mle.epochs=2", "--set", "kale.epochs=1")
+    assert code == EXIT_OK, err
+    assert "Fitted a GEBM on mine (3 dims)" in out
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["identity"]["data"]["protocol"] == "user" and info["dataset"]["sizes"]["test"] == 30
+    assert info["identity"]["config"]["mle"]["epochs"] == 2
+    code, out, err = run_cli("evaluate", tmp_path / "run", "--num-samples", 1000, "--json")
+    assert code == EXIT_OK, err
+    assert json.loads(out)["num_examples"] == 30
+    # the same folder with another configuration: refused, nothing overwritten
+    code, _, err = run_cli("fit", tmp_path / "mine.csv", "--drop", "id", "--out", tmp_path / "run")
+    assert code == EXIT_USAGE and "holds a run with another config" in err
+    assert (tmp_path / "run" / "evaluation-test.json").is_file()
+    # --overwrite starts afresh with the new settings (and drops the stale evaluation)
+    code, _, err = run_cli("fit", tmp_path / "mine.csv", "--drop", "id", "--config", workdir / "tiny.toml",
+                           "--out", tmp_path / "run", "--set", "mle.epochs=1", "--set", "kale.epochs=1", "--overwrite")
+    assert code == EXIT_OK, err
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == "done" and info["identity"]["config"]["mle"]["epochs"] == 1
+    assert not (tmp_path / "run" / "evaluation-test.json").exists()
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def block_jax(monkeypatch):
+    """Make `import jax` / `import numpyro` fail as if they were not installed."""
+    for name in list(sys.modules):
+        if name.split(".")[0] in ("jax", "jaxlib", "numpyro"):
+            monkeypatch.delitem(sys.modules, name)
+    for name in ("jax", "numpyro"):
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_usage_errors_exit_2_with_a_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GEBM_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "garbage.csv").write_bytes(b"a,b\n1,2\n3,\xff\xfe\n")
+    (tmp_path / "table.parquet").write_text("1,2\n")
+    (tmp_path / "bad.toml").write_text("[kale\nepochs = 3\n")
+    (tmp_path / "unknown.toml").write_text("[kale]\nepoch = 3\n")
+    (tmp_path / "notnc.nc").write_text("not a netCDF file")
+    (tmp_path / "not-a-run").mkdir()
+    cases = [
+        (["fit", "no-such-dataset", "--out", tmp_path / "r"], "neither a known dataset (red-wine, white-wine"),
+        (["fit", tmp_path / "garbage.csv", "--out", tmp_path / "r"], "could not read"),
+        (["fit", tmp_path / "table.parquet", "--out", tmp_path / "r"], "cannot tell the format"),
+        (["fit", "red-wine", "--config", tmp_path / "missing.toml", "--out", tmp_path / "r"],
+         "no configuration file"),
+        (["fit", "red-wine", "--config", tmp_path / "bad.toml", "--out", tmp_path / "r"], "is not valid TOML"),
+        (["fit", "red-wine", "--config", tmp_path / "unknown.toml", "--out", tmp_path / "r"],
+         "unknown option 'epoch' in [kale]. Known options: train_base, epochs"),
+        (["fit", "red-wine", "--set", "kale.seed=3", "--out", tmp_path / "r"], "which the run sets itself"),
+        (["fit", "red-wine", "--set", "epochs", "--out", tmp_path / "r"], "should read SECTION.KEY=VALUE"),
+        (["fit", "red-wine", "--key", "x", "--out", tmp_path / "r"], "apply to data files, not to the dataset"),
+        (["evaluate", tmp_path / "nowhere"], "no run directory"),
+        (["evaluate", tmp_path / "not-a-run"], "is not a run directory (no run.json)"),
+        (["sample", tmp_path / "not-a-run", "--backend", "numpyro", "--method", "ula"],
+         "--backend numpyro supports --method nuts or hmc, not 'ula'"),
+        (["sample", tmp_path / "not-a-run", "--method", "nuts", "--friction", "2"], "--friction applies to"),
+        (["sample", tmp_path / "not-a-run", "--method", "sir", "--step-size", "0.1"], "does not apply"),
+        (["sample", tmp_path / "not-a-run", "--out", tmp_path / "s.csv"], "--out should be an HDF5 file"),
+        (["sample", tmp_path / "not-a-run", "--option", "1x=2"], "should read KEY=VALUE"),
+        (["diagnose", tmp_path / "missing.nc"], "no samples file"),
+        (["diagnose", tmp_path / "notnc.nc"], "is not a netCDF InferenceData"),
+    ]
+    for argv, message in cases:
+        code, _, err = run_cli(*argv)
+        assert code == EXIT_USAGE, (argv, err)
+        assert message in err, (argv, err)
+        assert err.startswith(f"gebm {argv[0]}: error: ") and "Traceback" not in err
+    # argparse's own usage errors: exit code 2 and its usage line
+    for argv in (["fit", "red-wine"], ["sample", "x", "-n", "0"], ["sample", "x", "--method", "mala"], ["frobnicate"]):
+        assert main(argv) == EXIT_USAGE
+        assert "usage: gebm" in capsys.readouterr().err
+
+
+def test_numpyro_backend_without_jax_is_a_usage_error(tmp_path, monkeypatch):
+    block_jax(monkeypatch)
+    code, _, err = run_cli("sample", tmp_path, "--backend", "numpyro", "--method", "nuts")
+    assert code == EXIT_USAGE
+    assert "--backend numpyro needs JAX and NumPyro, which cannot be imported here" in err
+    assert "pip install 'gebm_ppl[jax]'" in err
+
+
+@needs_red_wine
+def test_unfinished_runs_and_runtime_failures(fitted, workdir, tmp_path):
+    # a run directory whose fit did not finish cannot be sampled: exit 2, and the message says what to do
+    (tmp_path / "half").mkdir()
+    info = json.loads((fitted / "run.json").read_text())
+    (tmp_path / "half" / "run.json").write_text(json.dumps({**info, "status": "fitting"}))
+    code, _, err = run_cli("sample", tmp_path / "half")
+    assert code == EXIT_USAGE and "is unfinished; re-run the same 'gebm fit' command" in err
+    # a sampler option that the method does not take
+    code, _, err = run_cli("sample", fitted, "--method", "ula", "--option", "frobnicate=1", "--out", tmp_path / "s.h5")
+    assert code == EXIT_USAGE and "--option: unknown keyword argument(s) ['frobnicate']" in err, err
+    # a diverging fit is a runtime failure: exit 1, naming the step and the last good checkpoint
+    code, _, err = run_cli("fit", "red-wine", "--config", workdir / "tiny.toml", "--out", tmp_path / "boom",
+                           "--set", "mle.lr=1e30", "--set", "mle.grad_clip=1e30")
+    assert code == EXIT_FAILURE, err
+    assert "gebm fit: failed: fit_mle diverged at step" in err
+    assert json.loads((tmp_path / "boom" / "run.json").read_text())["status"] == "fitting"
