@@ -21,6 +21,7 @@ setup(
         "h5py>=3.9",
         "tqdm>=4.60",
         "matplotlib>=3.7",
+        "pandas>=2",
     ],
     extras_require={
         "jax": ["jax>=0.4.30", "jaxlib>=0.4.30", "numpyro>=0.15"],

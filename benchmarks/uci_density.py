@@ -172,6 +172,10 @@ def evaluate_gebm(gebm, x: np.ndarray, cfg: dict, seed: int, device) -> tuple[di
         "kale_bound_nll": base_nll - kale_f,
         "kale_bound_se": math.sqrt(_stderr(log_g - energy) ** 2 + (exp_term * se_a) ** 2),
     }
+    if est.ess < 0.01 * est.num_samples:
+        figures["warning"] = (
+            f"importance-weight ESS {est.ess:.0f} of {est.num_samples} base samples: Â (and the IS NLL) is unreliable"
+        )
     return figures, nll
 
 

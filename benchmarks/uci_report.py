@@ -57,6 +57,7 @@ def summarise(rows: list[dict], datasets: list[str], methods: list[str]) -> list
                 "failures": [{"seed": r["seed"], "message": r["message"]} for r in runs if r["status"] != "ok"],
                 "wall_time": float(np.mean([r["wall_time"] for r in runs])),
                 "status": "ok" if ok else "failed",
+                "warnings": [{"seed": r["seed"], "message": r["warning"]} for r in ok if r.get("warning")],
             }
             if ok:
                 single = ok[0] if len(ok) == 1 else None
@@ -117,6 +118,13 @@ def _epochs_note(run_info: dict) -> str:
     return "; ".join(parts)
 
 
+def _protocols(run_info: dict) -> str:
+    names = {info[0]["protocol"] for info in run_info.get("data", {}).values() if info}
+    text = {"kexpfam": "kexpfam splits (shuffled, dequantised, whitened with training statistics)",
+            "maf": "MAF's published splits and preprocessing"}  # fmt: skip
+    return "; ".join(text.get(n, n) for n in sorted(names)) or "n/a"
+
+
 def format_table(summary: list[dict], run_info: dict) -> str:
     """The markdown report: NLL table, GEBM details (paired differences), training times."""
     methods = [m for m in METHODS if any(s["method"] == m for s in summary)]
@@ -128,11 +136,12 @@ def format_table(summary: list[dict], run_info: dict) -> str:
         "## UCI density estimation: test NLL (nats per example, lower is better)",
         "",
         f"Seeds {seeds} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}); ± is the standard error over {over}. "
-        f"Protocol: kexpfam splits (whitened with training statistics). Total wall time "
+        f"Protocol: {_protocols(run_info)}. Total wall time "
         f"{run_info['wall_time'] / 60:.1f} min on {run_info['device']} ({run_info['threads']} torch threads).",
         f"Training lengths (epochs): {_epochs_note(run_info)}.",
         "GEBM NLL: importance sampling with Â from "
-        f"{min((s.get('num_samples', 0) for s in summary if s['method'] in GEBMS), default=0):,} base samples.",
+        f"{min((s['num_samples'] for s in summary if s['method'] in GEBMS and 'num_samples' in s), default=0):,} "
+        "base samples, with the KALE upper bound NLL_base − F(E, c) beside it.",
         "",
     ]
     head = ["dataset", "D", "n test", *(LABELS[m] for m in methods)]
@@ -183,6 +192,10 @@ def format_table(summary: list[dict], run_info: dict) -> str:
         cells = [s["dataset"], s["method"], _fmt(s.get("val_nll")), _fmt(s.get("test_nll_median")), epochs,
                  f"{s['wall_time']:.0f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    warnings = [(s, w) for s in summary for w in s.get("warnings", [])]
+    if warnings:
+        lines += ["", "### Warnings", ""]
+        lines += [f"- {s['dataset']} / {s['method']} / seed {w['seed']}: {w['message']}" for s, w in warnings]
     failures = [(s, f) for s in summary for f in s["failures"]]
     if failures:
         lines += ["", "### Failures", ""]

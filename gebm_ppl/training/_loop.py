@@ -443,6 +443,10 @@ class Loop:
 
     def _step_schedulers(self, record: dict) -> None:
         for s in self.schedulers.values():
+            if not s.optimizer.state:
+                # no optimizer step yet (e.g. the base with fewer steps per epoch than n_energy_steps):
+                # nothing to schedule, and torch warns about a scheduler stepped before its optimizer
+                continue
             if isinstance(s, ReduceLROnPlateau):
                 value = record.get(self.monitor) if self.monitor else record.get("train_loss")
                 if value is not None:
