@@ -99,16 +99,7 @@ def _red_wine(tmp_path_factory):
     data_dir = _data_dir()
     if data_dir is None:
         pytest.skip("red-wine data not found ($GEBM_DATA_DIR or ../shared/data/uci)")
-    try:
-        from gebm_ppl.data import load
-    except ImportError:  # a minimal reader: shuffle, split, whiten with the training statistics
-        raw = np.loadtxt(data_dir / "wine-quality" / "winequality-red.csv", delimiter=";", skiprows=1)[:, :-1]
-        raw = raw + np.random.default_rng(0).uniform(-0.005, 0.005, raw.shape)
-        raw = raw[np.random.default_rng(0).permutation(len(raw))]
-        train, val = raw[:1300], raw[1300:1450]
-        mean, std = train.mean(0), train.std(0)
-        return ((train - mean) / std).astype(np.float32), ((val - mean) / std).astype(np.float32)
-    data = load("red-wine", data_dir=data_dir, cache_dir=tmp_path_factory.mktemp("cache"), download=False)
+    data = gp.data.load("red-wine", data_dir=data_dir, cache_dir=tmp_path_factory.mktemp("cache"), download=False)
     return data.train, data.val
 
 
