@@ -278,9 +278,12 @@ def _parse_seeds(text: str | None, default: int) -> list[int]:
     if text is None:
         return list(range(default))
     text = text.strip()
-    if "," in text or text.startswith("["):
-        return [int(s) for s in text.strip("[]").split(",") if s.strip()]
-    n = int(text)
+    try:
+        if "," in text or text.startswith("["):
+            return [int(s) for s in text.strip("[]").split(",") if s.strip()]
+        n = int(text)
+    except ValueError as e:
+        raise ValueError(f"--seeds should be a count >= 1 or a comma-separated list. Got {text!r}.") from e
     if n < 1:
         raise ValueError(f"--seeds should be a count >= 1 or a comma-separated list. Got {text!r}.")
     return list(range(n))

@@ -75,11 +75,14 @@ def _read_csv(path: Path, delimiter: str | None) -> tuple[np.ndarray, list[str]]
 
 def _read_npy(path: Path) -> np.ndarray:
     try:
-        x = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:  # our own handle, so that a damaged file is closed whatever np.load does
+            x = np.load(f, allow_pickle=False)
+            holds = type(x).__name__
+            x = x if isinstance(x, np.ndarray) else None  # an .npz archive gives an NpzFile read lazily from f
     except Exception as e:  # np.load raises many types on damaged files (BadZipFile, TokenError, ...)
         raise _fail(path, "a NumPy .npy array", f"{type(e).__name__}: {e}") from e
-    if not isinstance(x, np.ndarray):
-        raise _fail(path, "a NumPy .npy array", f"it holds a {type(x).__name__}")
+    if x is None:
+        raise _fail(path, "a NumPy .npy array", f"it holds a {holds}")
     return x
 
 

@@ -71,8 +71,13 @@ def read_npy(path: Path, ndim: int = 2) -> np.ndarray:
     """A NumPy ``.npy`` file holding a float array of ``ndim`` dimensions (no pickles)."""
     path = Path(path)
     try:
-        x = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:  # our own handle, so that a damaged file is closed whatever np.load does
+            x = np.load(f, allow_pickle=False)
+            if not isinstance(x, np.ndarray):  # an .npz archive: NpzFile, read lazily from f
+                raise _fail(path, "a NumPy .npy array", f"it holds a {type(x).__name__} (an .npz archive?)")
     except Exception as e:  # np.load raises many types on damaged files (BadZipFile, TokenError, ...)
+        if isinstance(e, SourceFormatError):
+            raise
         raise _fail(path, "a NumPy .npy array", e) from e
     if x.ndim != ndim or not np.issubdtype(x.dtype, np.number):
         raise _fail(path, "a NumPy .npy array", f"expected a {ndim}-D numeric array, got {x.dtype} {x.shape}")

@@ -133,6 +133,12 @@ def run_batched(
     try:
         for i in range(total):
             state = kernel.step(state, potential, generator, **params)
+            if not bool(torch.isfinite(state.z).all()):
+                bad = (~torch.isfinite(state.z)).any(-1).nonzero().flatten().tolist()
+                raise FloatingPointError(
+                    f"the sampler diverged: chain(s) {bad} left the finite numbers at transition {i + 1} "
+                    f"of {total} (settings {params}); use a smaller step_size."
+                )
             k = i - warmup_steps + 1
             if k > 0 and k % thin == 0:
                 draws.append(state.z)
