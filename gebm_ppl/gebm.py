@@ -147,11 +147,23 @@ class GEBM(nn.Module):
                     f"(known: {sorted(registry)}; register custom classes with register_{part})."
                 )
         verify_digest(ckpt, source)
+        state = ckpt.get("state_dict")
+        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+            raise ValueError(f"{source} is damaged: 'state_dict' should be a dict of tensors.")
+        # Every width or layer count of a saved architecture is at most its number of stored weights: a larger
+        # integer comes from a damaged or edited config, and building it could exhaust the memory.
+        stored = sum(v.numel() for v in state.values())
         parts = {}
         for part, registry in (("base", BASES), ("energy", ENERGIES)):
             name, config = ckpt[part]["class"], ckpt[part].get("config")
             if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
                 raise ValueError(f"{source} is damaged: the {part} 'config' should be a dict of keyword arguments.")
+            too_big = [v for v in _integers(config) if v > stored]
+            if too_big:
+                raise ValueError(
+                    f"{source} is damaged: the {part} config holds {too_big[0]}, more than the {stored} weights "
+                    "stored with it."
+                )
             try:
                 parts[part] = registry[name](**config)
             except (TypeError, ValueError, RuntimeError) as e:
@@ -160,9 +172,6 @@ class GEBM(nn.Module):
             gebm = cls(parts["base"], parts["energy"])
         except (TypeError, ValueError) as e:
             raise ValueError(f"{source}: {e}") from e
-        state = ckpt.get("state_dict")
-        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-            raise ValueError(f"{source} is damaged: 'state_dict' should be a dict of tensors.")
         c = state.get("log_partition")
         if c is None or c.dim() != 0 or not c.is_floating_point():
             raise ValueError(f"{source} is damaged: 'state_dict' has no scalar floating-point 'log_partition'.")
@@ -226,6 +235,19 @@ def verify_digest(ckpt: dict, source: str, required: bool = False) -> None:
             f"{source} is damaged: its content does not match the SHA-256 digest it was saved with "
             "(the file changed after saving)."
         )
+
+
+def _integers(value: object) -> list[int]:
+    """All integers (not booleans) in a nested config of dicts, lists and tuples."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, dict):
+        return [i for v in value.values() for i in _integers(v)]
+    if isinstance(value, list | tuple):
+        return [i for v in value for i in _integers(v)]
+    return []
 
 
 def _is(value: object, kind: type, expected: object) -> bool:

@@ -71,3 +71,13 @@ def test_latent_potential_temperature():
     z = torch.randn(5, 3)
     u1, u2 = g.latent_potential(z), g.latent_potential(z, temperature=2.0)
     torch.testing.assert_close(u2 - u1, g.latent_energy(z))
+
+
+def test_load_refuses_a_config_larger_than_its_weights(tmp_path):
+    # a checkpoint without its digest whose config was edited to a huge architecture: refused before building
+    ckpt = _gebm().checkpoint()
+    ckpt.pop("digest", None)
+    ckpt["base"]["config"]["num_layers"] = 10**9
+    torch.save(ckpt, tmp_path / "huge.pt")
+    with pytest.raises(ValueError, match="more than the .* weights stored with it"):
+        gp.GEBM.load(tmp_path / "huge.pt")
