@@ -106,7 +106,7 @@ def _read_hdf5(path: Path, key: str | None) -> np.ndarray:
             if key not in h5 or not hasattr(h5[key], "shape"):
                 raise _fail(path, "an HDF5 table", f"no dataset {key!r}; 2-D datasets: {_hdf5_tables(h5)}")
             return np.asarray(h5[key][()])
-    except (OSError, KeyError, RuntimeError) as e:  # h5py raises all three on corrupt files
+    except (OSError, KeyError, RuntimeError, TypeError) as e:  # h5py raises all four on corrupt files
         raise _fail(path, "an HDF5 file", f"{type(e).__name__}: {e}") from e
 
 

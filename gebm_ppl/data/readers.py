@@ -112,7 +112,7 @@ def read_hdf5_splits(path: Path, names: tuple[str, ...] = ("train", "validation"
             if missing:
                 raise _fail(path, "an HDF5 file of splits", f"missing datasets {missing}; found {sorted(f)}")
             out = [np.asarray(f[n][()], dtype=np.float64) for n in names]
-    except (OSError, KeyError, RuntimeError) as e:  # h5py raises all three on corrupt files
+    except (OSError, KeyError, RuntimeError, TypeError) as e:  # h5py raises all four on corrupt files
         raise _fail(path, "an HDF5 file", e) from e
     for n, x in zip(names, out, strict=True):
         if x.ndim != 2 or x.shape[1] != out[0].shape[1]:
