@@ -12,7 +12,10 @@ import contextlib
 import copy
 import io
 import math
+import os
 import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -137,7 +140,10 @@ def test_csv_readers(folder, data):
     if x is not None:
         values, header = x
         assert values.ndim == 2 and values.shape[1] == 12 == len(header) and values.dtype == np.float64
-    splits = _expect_clean(lambda: kexpfam.build_wine({"wine": path}, 0))  # load() then checks finiteness
+    # numpy warns while whitening inf/huge values (the wine sources are hash-checked before this builder runs,
+    # and load() rejects non-finite splits after it); the contract here is the exception type
+    with np.errstate(all="ignore"):
+        splits = _expect_clean(lambda: kexpfam.build_wine({"wine": path}, 0))
     if splits is not None:
         assert [s.shape[1] for s in splits[:3]] == [11, 11, 11]
     frame = _expect_clean(lambda: readers.read_csv_frame(path))
@@ -146,16 +152,15 @@ def test_csv_readers(folder, data):
     table = _expect_clean(lambda: userdata.read_table(path))
     if table is not None:
         assert table[0].ndim == 2 and table[0].shape[1] == len(table[1])
-    loaded = _expect_clean(lambda: userdata.load_file(path))
-    if loaded is not None:
+    with np.errstate(all="ignore"):
+        loaded = _expect_clean(lambda: userdata.load_file(path))
+    if loaded is not None:  # a user's file: returned splits must be finite
         assert all(np.isfinite(s).all() for s in (loaded.train, loaded.val, loaded.test))
 
 
 @FUZZ
-@given(data=damaged(NPY))
+@given(data=st.one_of(damaged(NPY), st.binary(max_size=100).map(lambda b: b"PK\x03\x04" + b)))  # + torn zips
 def test_npy_readers(folder, data):
-    # np.load leaves a file starting with the zip magic open (NPY_LEAK_DEFECT in test_reliability.py)
-    assume(not data.startswith(b"PK"))
     path = _write(folder, "array.npy", data)
     x = _expect_clean(lambda: readers.read_npy(path))
     if x is not None:
@@ -195,6 +200,40 @@ def test_hdf5_cache_reads_back_intact_or_not_at_all(folder, valid_cache, data):
     if got is not None:
         for k, x in splits.items():
             np.testing.assert_array_equal(got[0][k], x)
+
+
+HANG_DEFECT = (
+    "defect (data/cache.py read_cache, not mine to fix): HDF5 2.0.0 (h5py 3.16) loops forever in "
+    "h5.attrs.get('format') on a cache file with one byte changed, inside C code that no alarm interrupts, so "
+    "gp.data.load hangs instead of rebuilding the cache; fix: write a SHA-256 of the whole file beside it "
+    "(atomically, after the file) and check it before h5py opens the file"
+)
+_READ_IN_CHILD = """
+import sys
+from gebm_ppl.data.cache import read_cache
+print("ready", flush=True)
+print(read_cache(sys.argv[1], "key") is None, flush=True)
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=HANG_DEFECT)
+def test_hdf5_cache_with_one_damaged_byte_does_not_hang(folder, valid_cache):
+    valid, _ = valid_cache
+    damaged_file = bytearray(valid)
+    assert damaged_file[961] == 0
+    damaged_file[961] = 3  # found by the fuzzer above with random examples; minimised to one byte
+    path = _write(folder, "hangs.h5", bytes(damaged_file))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen([sys.executable, "-c", _READ_IN_CHILD, str(path)], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True, env=env) as proc:  # fmt: skip
+        try:
+            assert proc.stdout.readline().strip() == "ready"  # imports done: now the read alone is timed
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail("read_cache hung on a damaged cache file (killed after 5 s)")
+        assert proc.returncode == 0 and proc.stdout.read().strip() == "True"  # damaged: rebuild (None)
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

@@ -442,7 +442,6 @@ def _edit_one_value(raw: bytes) -> bytes:
     return raw.replace(b"7.4", b"7.5", 1)  # same size, one value changed: only the hash can tell
 
 
-
 DATA = [
     ("unknown name", lambda t: gp.data.load("no-such-set"), ValueError,
      "unknown dataset 'no-such-set'. Known datasets: red-wine, white-wine"),
@@ -489,7 +488,7 @@ def _outcome(call) -> tuple[type | None, str, list]:
 
 
 def test_npy_file_with_zip_magic_is_a_source_format_error(data_env):
-    # np.load raises zipfile.BadZipFile here (fixed in readers.read_npy: it caught ValueError/OSError only)
+    # np.load raises zipfile.BadZipFile here, which read_npy once let through
     folder = _power(data_env, b"PK\x03\x04 a torn zip")
     kind, message, _ = _outcome(lambda: gp.data.load("power", data_dir=folder))
     assert kind is gp.data.SourceFormatError and "as a NumPy .npy array" in message, message
