@@ -22,6 +22,8 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "pandas>=2",
+        "zuko>=1.1,<2",
+        "scikit-learn>=1.3",
     ],
     extras_require={
         "jax": ["jax>=0.4.30", "jaxlib>=0.4.30", "numpyro>=0.15"],
