@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
 import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 from .._io import atomic_open
@@ -16,6 +18,7 @@ from .registry import ARCHIVES, DatasetSpec, SourceFile
 __all__ = [
     "ChecksumMismatchError",
     "DataNotFoundError",
+    "data_dirs",
     "default_cache_dir",
     "download_file",
     "file_digest",
@@ -44,6 +47,15 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser() / "gebm_ppl"
 
 
+def data_dirs() -> list[Path]:
+    """The folders of ``$GEBM_DATA_DIR``, a list separated by ``os.pathsep`` (like PATH), in order.
+
+    Empty entries are skipped; folders that do not exist are kept (the lookup just finds nothing there).
+    """
+    value = os.environ.get(ENV_DATA_DIR) or ""
+    return [Path(part).expanduser() for part in value.split(os.pathsep) if part.strip()]
+
+
 _DIGESTS: dict[tuple[str, str, int, int], str] = {}
 
 
@@ -61,15 +73,34 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     return _DIGESTS[key]
 
 
-def _verify(path: Path, expected: str | None, what: str) -> str:
+def _gunzip_digest(path: Path) -> str | None:
+    """SHA-256 of the decompressed bytes of a gzip file; None if it is no valid gzip stream."""
+    h = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+    except (OSError, EOFError, zlib.error):  # BadGzipFile is an OSError; a torn stream an EOFError
+        return None
+    return h.hexdigest()
+
+
+def _verify(path: Path, expected: str | None, what: str, content: str | None = None) -> str:
     actual = file_digest(path)
-    if expected is not None and actual != expected:
-        raise ChecksumMismatchError(
-            f"SHA-256 mismatch for {what} {str(path)!r}: expected {expected}, got {actual} "
-            f"({path.stat().st_size} bytes). The file is truncated, modified or another version; "
-            "delete or replace it."
-        )
-    return actual
+    if expected is None or actual == expected:
+        return actual
+    if content is not None:
+        unzipped = _gunzip_digest(path)
+        if unzipped == content:
+            return actual
+        also = f" and its decompressed bytes have SHA-256 {unzipped}, expected {content}"
+    else:
+        also = ""
+    raise ChecksumMismatchError(
+        f"SHA-256 mismatch for {what} {str(path)!r}: expected {expected}, got {actual} "
+        f"({path.stat().st_size} bytes){also}. The file is truncated, modified or another version; "
+        "delete or replace it."
+    )
 
 
 def _candidates(folder: Path, source: SourceFile) -> list[Path]:
@@ -148,10 +179,12 @@ def locate(
 ) -> dict[str, tuple[Path, str]]:
     """Find (or download) every source file of ``spec`` and verify it.
 
-    Order: ``data_dir`` → ``$GEBM_DATA_DIR`` → ``cache_dir/raw`` (default the user cache) →
+    Order: ``data_dir`` → each folder of ``$GEBM_DATA_DIR`` (a list separated by ``os.pathsep``, searched
+    in order) → ``cache_dir/raw`` (default the user cache) →
     download into ``cache_dir/raw`` from the official URL (or ``mirror`` / ``$GEBM_DATA_MIRROR``,
     a base URL under which the files sit at their relative paths). In a folder a file is looked
     up at its relative path (``wine-quality/winequality-red.csv``) and then by its bare name.
+    A gzip source with a ``content_sha256`` is also accepted when its decompressed bytes match it.
 
     Returns:
         ``{relative path: (local path, sha256)}``.
@@ -167,8 +200,9 @@ def locate(
         if not data_dir.is_dir():
             raise FileNotFoundError(f"data_dir {str(data_dir)!r} does not exist or is not a folder.")
         folders.append(("data_dir", data_dir))
-    if os.environ.get(ENV_DATA_DIR):
-        folders.append((f"${ENV_DATA_DIR}", Path(os.environ[ENV_DATA_DIR]).expanduser()))
+    env_dirs = data_dirs()
+    for i, folder in enumerate(env_dirs):
+        folders.append((f"${ENV_DATA_DIR}" + (f"[{i}]" if len(env_dirs) > 1 else ""), folder))
     raw_dir = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / "raw"
     folders.append(("user cache", raw_dir))
     mirror = mirror if mirror is not None else os.environ.get(ENV_MIRROR)
@@ -187,7 +221,7 @@ def locate(
                 break
         if path is None:
             path = _fetch(source, raw_dir, download, mirror, timeout, looked)
-        found[source.path] = (path, _verify(path, source.sha256, f"{spec.name} source file"))
+        found[source.path] = (path, _verify(path, source.sha256, f"{spec.name} source file", source.content_sha256))
     return found
 
 
@@ -205,7 +239,17 @@ def _fetch(source: SourceFile, raw_dir: Path, download: bool, mirror: str | None
             url = _url(source, mirror)
             if url is None:
                 raise DataNotFoundError("no download URL is known")
-            download_file(url, dest, sha256=source.sha256, timeout=timeout)
+            if source.content_sha256 is None:
+                download_file(url, dest, sha256=source.sha256, timeout=timeout)
+            else:  # either hash may match: check the download beside dest, then rename it
+                part = dest.with_name(f".{dest.name}.download")
+                download_file(url, part, timeout=timeout)
+                try:
+                    _verify(part, source.sha256, f"the download of {url!r}, saved as", source.content_sha256)
+                except ChecksumMismatchError as e:
+                    part.unlink()
+                    raise ChecksumMismatchError(f"{e} Nothing was kept in {str(raw_dir)!r}.") from None
+                os.replace(part, dest)
     except ChecksumMismatchError:
         raise
     except OSError as e:

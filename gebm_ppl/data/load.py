@@ -67,17 +67,24 @@ def load(
 ) -> UCIData:
     """Load a benchmark dataset as preprocessed, float32 train / validation / test splits.
 
-    The source files are looked up in ``data_dir``, then ``$GEBM_DATA_DIR``, then the user cache
+    The source files are looked up in ``data_dir``, then each folder of ``$GEBM_DATA_DIR`` (a list
+    separated by ``os.pathsep``, like PATH), then the user cache
     (``cache_dir``, default ``$GEBM_CACHE_DIR`` or ``~/.cache/gebm_ppl``), and finally downloaded
     from the official source; each is verified against its published SHA-256. The preprocessed
     splits are cached in ``cache_dir/splits/<name>/seed<seed>.h5`` (fixed-split protocols:
     ``split.h5``), keyed by the source hashes and the preprocessing version; a stale or corrupt
     cache file is rebuilt.
 
+    Image sets (``"digits"``: scikit-learn's bundled 8×8 digits; ``"mnist"``: the 10,000 MNIST test
+    images, found as ``mnist/t10k-images-idx3-ubyte.gz`` and ``mnist/t10k-labels-idx1-ubyte.gz`` in
+    the same folders) return an :class:`~gebm_ppl.data.ImageData`: flat pixels in [−1, 1] split
+    80 / 10 / 10 stratified by label with ``seed``, plus ``labels`` and ``image_shape``. They are
+    rebuilt from the source at each call (no split cache: it would be slower than decoding).
+
     Args:
         name: a name in :data:`gebm_ppl.data.DATASETS` (``"red-wine"``, ``"white-wine"``,
             ``"parkinsons"``, ``"hepmass"``, ``"miniboone"``, ``"power"``, ``"gas"``,
-            ``"hepmass-maf"``, ``"miniboone-maf"``, ``"bsds300"``).
+            ``"hepmass-maf"``, ``"miniboone-maf"``, ``"bsds300"``, ``"digits"``, ``"mnist"``).
         data_dir: a folder holding the source files (must exist when given).
         seed: shuffling and dequantisation seed (kexpfam protocol; the MAF splits are fixed).
         cache_dir: cache folder (raw downloads and preprocessed splits).
@@ -98,6 +105,10 @@ def load(
         raise ValueError(f"'seed' should be a non-negative integer. Got {seed!r}.")
     seed = int(seed)
     cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if spec.protocol == "images":
+        from .images import load_images
+
+        return load_images(spec, data_dir, seed, cache_dir=cache_root, download=download, mirror=mirror)
     found = locate(spec, data_dir=data_dir, cache_dir=cache_root, download=download, mirror=mirror)
     sources = [
         {

@@ -39,12 +39,16 @@ class SourceFile:
             actual hash is recorded in the metadata but cannot be checked).
         url: official download URL (None for archive members).
         archive: name of the :class:`Archive` holding the file, if any.
+        content_sha256: for a gzip file, the SHA-256 of its decompressed bytes: a file whose own
+            hash differs from ``sha256`` is still accepted when its content has this hash (the
+            same data in another gzip wrapper, e.g. the official download vs a copy).
     """
 
     path: str
     sha256: str | None
     url: str | None = None
     archive: str | None = None
+    content_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class DatasetSpec:
     ``builder(paths, seed)`` maps ``{relative path: local path}`` to ``(train, val, test, params)``:
     float64 arrays ``[N, D]`` and a dict of preprocessing parameters (plain JSON values).
     ``seeded`` is False for protocols with fixed published splits (MAF), where ``seed`` is ignored.
+    Image sets (protocol ``"images"``) have ``builder(paths) -> (pixels, labels, image_shape, params)``
+    instead: raw ``[N, D]`` grey levels, int labels, ``(C, H, W)`` and the scaling; the project splits them.
     """
 
     name: str
@@ -99,6 +105,33 @@ _HEPMASS = (
 )
 _MINIBOONE = SourceFile("miniboone/data.npy", None, archive="maf")
 _BSDS300 = SourceFile("BSDS300/BSDS300.hdf5", None, archive="maf")
+_MNIST_URL = "http://yann.lecun.com/exdb/mnist"
+_MNIST = (
+    SourceFile(
+        "mnist/t10k-images-idx3-ubyte.gz",
+        "167310007f03058885c7e95e6c0b19c20de5c7fd3031f4cbdadc9014a523d80b",
+        f"{_MNIST_URL}/t10k-images-idx3-ubyte.gz",
+        content_sha256="0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    SourceFile(
+        "mnist/t10k-labels-idx1-ubyte.gz",
+        "fc607395669ec21321ea83e4b82c0544b7e8e63ff5b34337c06bc0a17cc0da3c",
+        f"{_MNIST_URL}/t10k-labels-idx1-ubyte.gz",
+        content_sha256="ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
+)
+
+
+def _build_digits(paths: dict):
+    from .images import build_digits  # images imports the loaders, which import this module
+
+    return build_digits(paths)
+
+
+def _build_mnist(paths: dict):
+    from .images import build_mnist
+
+    return build_mnist(paths)
 
 
 def _specs() -> dict[str, DatasetSpec]:
@@ -122,6 +155,8 @@ def _specs() -> dict[str, DatasetSpec]:
         DatasetSpec("hepmass-maf", "maf", 21, _HEPMASS, maf.build_hepmass, "HEPMASS (positive class)", seeded=False),
         DatasetSpec("miniboone-maf", "maf", 43, (_MINIBOONE,), maf.build_miniboone, "MiniBooNE", seeded=False),
         DatasetSpec("bsds300", "maf", 63, (_BSDS300,), maf.build_bsds300, "BSDS300 8x8 patches", seeded=False),
+        DatasetSpec("digits", "images", 64, (), _build_digits, "UCI optical digits 8x8 (scikit-learn's copy)"),
+        DatasetSpec("mnist", "images", 784, _MNIST, _build_mnist, "MNIST test set, 28x28 (10,000 images)"),
     ]
     return {s.name: s for s in specs}
 
@@ -130,7 +165,7 @@ DATASETS: dict[str, DatasetSpec] = _specs()
 
 
 def dataset_names(protocol: str | None = None) -> list[str]:
-    """Registered dataset names, optionally only those of one protocol (``"kexpfam"`` or ``"maf"``)."""
+    """Registered dataset names, optionally only those of one protocol (``"kexpfam"``, ``"maf"``, ``"images"``)."""
     return [n for n, s in DATASETS.items() if protocol is None or s.protocol == protocol]
 
 
