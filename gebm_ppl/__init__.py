@@ -35,10 +35,12 @@ _LAZY_MODULES = {
     "diagnostics",
     "evaluation",
     "jax",
+    "metrics",
     "numpyro",
     "reparam",
     "runs",
     "sampling",
+    "toys",
     "training",
     "userdata",
 }
