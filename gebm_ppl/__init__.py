@@ -8,6 +8,8 @@ from .bases import AffineBase, Base, DensityNotAvailable, RealNVP, register_base
 from .distribution import GEBMDistribution
 from .energies import EnergyMLP, QuadraticEnergy, gradient_penalty, register_energy
 from .gebm import GEBM
+from .generators import ConvGenerator, MLPGenerator
+from .image_energies import ConvEnergy
 from .kale import (
     LogPartitionEstimate,
     estimate_log_partition,
@@ -23,6 +25,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "fit_mle": "gebm_ppl.training",
     "fit_kale": "gebm_ppl.training",
+    "fit_adversarial": "gebm_ppl.training",
     "TrainingDiverged": "gebm_ppl.training",
     "TrainingHistory": "gebm_ppl.training",
     "sample_latent": "gebm_ppl.sampling",
@@ -48,18 +51,22 @@ _LAZY_MODULES = {
 __all__ = [
     "AffineBase",
     "Base",
+    "ConvEnergy",
+    "ConvGenerator",
     "DensityNotAvailable",
     "EnergyMLP",
     "GEBM",
     "GEBMDistribution",
     "GEBMReparam",
     "LogPartitionEstimate",
+    "MLPGenerator",
     "QuadraticEnergy",
     "RealNVP",
     "TrainingDiverged",
     "TrainingHistory",
     "estimate_log_partition",
     "evaluate_gebm",
+    "fit_adversarial",
     "fit_kale",
     "fit_mle",
     "gradient_penalty",

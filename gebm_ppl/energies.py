@@ -11,7 +11,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from ._validation import check_finite_float, check_positive_float, check_positive_int
 
-__all__ = ["ENERGIES", "EnergyMLP", "QuadraticEnergy", "gradient_penalty", "register_energy"]
+__all__ = ["ENERGIES", "EnergyMLP", "QuadraticEnergy", "gradient_penalty", "register_energy", "smooth_floor"]
 
 _ACTIVATIONS = {"leaky_relu", "relu", "elu", "softplus", "tanh", "silu"}
 
@@ -25,6 +25,25 @@ def _activation(name: str, negative_slope: float) -> nn.Module:
         "tanh": nn.Tanh,
         "silu": nn.SiLU,
     }[name]()
+
+
+def smooth_floor(energy: Tensor, floor: float | None) -> Tensor:
+    """E ↦ floor + softplus(E − floor): a smooth lower bound (≈ E above the floor); None leaves E as is."""
+    if floor is None:
+        return energy
+    return floor + F.softplus(energy - floor)
+
+
+def check_activation(activation: object) -> str:
+    """The name of a supported activation (one of leaky_relu, relu, elu, softplus, tanh, silu)."""
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"'activation' should be one of {sorted(_ACTIVATIONS)}. Got {activation!r}.")
+    return str(activation)
+
+
+def check_optional_floor(floor: object) -> float | None:
+    """None, or a finite real number, as ``float``."""
+    return None if floor is None else check_finite_float(floor, "floor")
 
 
 class EnergyMLP(nn.Module):
@@ -59,14 +78,12 @@ class EnergyMLP(nn.Module):
         super().__init__()
         self.dim = check_positive_int(dim, "dim")
         hidden = [check_positive_int(h, "hidden") for h in hidden]
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"'activation' should be one of {sorted(_ACTIVATIONS)}. Got {activation!r}.")
+        check_activation(activation)
         if spectral_norm not in (True, False, "output"):
             raise ValueError(f"'spectral_norm' should be True, False or 'output'. Got {spectral_norm!r}.")
         check_positive_float(lipschitz, "lipschitz")
         check_finite_float(negative_slope, "negative_slope")
-        if floor is not None:
-            check_finite_float(floor, "floor")
+        floor = check_optional_floor(floor)
         self._config = dict(
             dim=self.dim,
             hidden=list(hidden),
@@ -96,10 +113,9 @@ class EnergyMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """E(x), shape ``[...]`` for x of shape ``[..., D]``."""
-        e = self.lipschitz * self.net(x).squeeze(-1)
-        if self.floor is not None:
-            e = self.floor + F.softplus(e - self.floor)
-        return e
+        if x.dim() < 1 or x.shape[-1] != self.dim:
+            raise ValueError(f"EnergyMLP expected x of shape [..., {self.dim}]. Got shape {tuple(x.shape)}.")
+        return smooth_floor(self.lipschitz * self.net(x).squeeze(-1), self.floor)
 
 
 class QuadraticEnergy(nn.Module):

@@ -1,0 +1,367 @@
+"""End-to-end adversarial training of a GEBM's base and energy from scratch: KALE or a logistic GAN."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._validation import check_positive_int
+from ..energies import gradient_penalty
+from ..kale import kale_base_loss, kale_objective, log_partition_from_log_weights
+from ._loop import (
+    STREAM_EVAL,
+    STREAM_STEP,
+    Loop,
+    NonFinite,
+    as_data,
+    check_lr,
+    check_nonnegative_float,
+    check_nonnegative_int,
+    check_optional_positive_int,
+    fingerprint,
+    stream_generator,
+)
+from .history import TrainingHistory
+
+__all__ = ["OBJECTIVES", "fit_adversarial"]
+
+OBJECTIVES = ("kale", "gan")
+
+
+def _prior(base, n: int, generator: torch.Generator) -> Tensor:
+    """z ~ N(0, I_d) from the base (``sample_prior``, or the older ``sample_latent``)."""
+    draw = getattr(base, "sample_prior", None) or base.sample_latent
+    return draw(n, generator=generator)
+
+
+@torch.no_grad()
+def _mean_energy(energy, x: Tensor, batch_size: int) -> float:
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    for chunk in x.split(batch_size):
+        total += energy(chunk).double().sum()
+    return float(total) / x.shape[0]
+
+
+def _check_betas(betas: object) -> tuple[float, float]:
+    if not isinstance(betas, list | tuple) or len(betas) != 2:
+        raise TypeError(f"'betas' should be a pair (beta1, beta2). Got {betas!r}.")
+    out = tuple(check_nonnegative_float(b, "betas") for b in betas)
+    if not all(b < 1 for b in out):
+        raise ValueError(f"'betas' should lie in [0, 1). Got {betas!r}.")
+    return out  # type: ignore[return-value]
+
+
+def fit_adversarial(
+    gebm,
+    train: Tensor | np.ndarray,
+    val: Tensor | np.ndarray | None = None,
+    *,
+    objective: str = "kale",
+    steps: int,
+    batch_size: int = 64,
+    noise_factor: int = 1,
+    energy_steps: int = 5,
+    burst_steps: int = 100,
+    burst_every: int | None = 500,
+    penalty: float = 1.0,
+    lr: float = 1e-4,
+    energy_lr: float | None = None,
+    base_lr: float | None = None,
+    log_partition_lr: float | None = None,
+    betas: tuple[float, float] = (0.5, 0.999),
+    grad_clip: float | None = None,
+    init_log_partition: bool = True,
+    log_partition_samples: int = 10_000,
+    eval_every: int = 100,
+    eval_batch_size: int = 1000,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool | None = None,
+    callback: Callable[[dict], bool | None] | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: str | os.PathLike | None = None,
+) -> TrainingHistory:
+    """Train the base G_θ (a generator, no density needed) and the energy E of a GEBM together, from scratch.
+
+    ``objective="kale"`` (Arbel, Zhou & Gretton, 2021): the energy and c minimise
+    E_P[E + c] + E_G[exp(−(E + c))] − 1 + λ·E‖∇ₓE(x̂)‖² (:func:`gebm_ppl.kale_energy_loss`, the
+    gradient penalty at interpolates x̂ between data and base samples, :func:`gebm_ppl.gradient_penalty`);
+    the generator minimises the KALE −E_P[E] − logmeanexp(−E(G_θ(z))), whose θ-gradient is the
+    self-normalised E_Q[∇ₓE(G_θ(z)) ∇_θG_θ(z)] of :func:`gebm_ppl.kale_base_loss`. c starts at the
+    Monte-Carlo Â = logmeanexp(−E(G_θ(z))) and is learned with the energy.
+
+    ``objective="gan"``: the same networks, loop and penalty, with logistic GAN losses and the
+    energy as discriminator, logit −E: the energy minimises softplus(E(x_data)) + softplus(−E(G_θ(z)))
+    and the generator the non-saturating softplus(E(G_θ(z))). c is not trained; it is set to Â at
+    every evaluation (the last one at the end), so the result is a GEBM too (at the optimal discriminator
+    exp(−E) = p/g, the density ratio).
+
+    Each generator step follows ``energy_steps`` energy steps (``burst_steps`` before generator
+    step 0 and before every ``burst_every``-th one), each on a fresh data minibatch (drawn without
+    replacement within the batch) and ``batch_size · noise_factor`` fresh base samples. Adam with
+    ``betas`` for both networks. Every draw is a function of (seed, generator step), so a resumed
+    run continues exactly. Both networks are in train mode while training (BatchNorm uses batch
+    statistics; spectral normalisation runs its power iteration) and in eval mode at evaluations.
+
+    Every ``eval_every`` generator steps (and at the end) a record holds the mean ``energy_loss``,
+    ``base_loss`` and (KALE) ``kale_batch`` over those steps, and ``log_partition`` (c),
+    ``log_partition_estimate`` (Â from ``log_partition_samples`` fixed latent draws),
+    ``log_partition_stderr``, ``ess``, ``kale_train`` / ``kale_val``: F(E, c) = −E_P[E] − c −
+    exp(Â − c) + 1 on the whole train / validation set (the KALE estimate between the data and the
+    base; with c = Â it is −E_P[E] − Â). No early stopping: the final weights are kept.
+
+    Args:
+        gebm: a :class:`gebm_ppl.GEBM` (any base: a generator, a flow, ...), trained in place.
+        train: training data ``[N, D]`` (flat images for image models).
+        val: optional validation data ``[N_val, D]``.
+        objective: ``"kale"`` or ``"gan"``.
+        steps: generator steps in total (resumes included).
+        batch_size: data points per energy step and base samples per generator step (× ``noise_factor``).
+        noise_factor: base samples per data point.
+        energy_steps: energy steps per generator step (the paper: 5).
+        burst_steps: energy steps before generator step 0 and every ``burst_every`` steps (the paper: 100).
+        burst_every: period of the bursts in generator steps (the paper: 500); None: only at the start.
+        penalty: gradient-penalty weight λ (the paper: 1 for images; 0 disables it).
+        lr: Adam learning rate of both networks (the paper: 1e-4).
+        energy_lr: the energy's learning rate (default ``lr``).
+        base_lr: the generator's learning rate (default ``lr``).
+        log_partition_lr: c's learning rate (default: the energy's).
+        betas: Adam betas (the paper: (0.5, 0.999)).
+        grad_clip: clip the gradient norm of each network's step, or None.
+        init_log_partition: start c at the Monte-Carlo Â (else keep the GEBM's c).
+        log_partition_samples: base draws for Â.
+        eval_every: generator steps between records.
+        eval_batch_size: rows per forward pass when evaluating.
+        seed: seed of every draw.
+        device: move the GEBM there first.
+        progress: tqdm bar over records; None shows it only when stderr is a terminal.
+        callback: called with each record; returning True stops.
+        checkpoint_path: atomic :meth:`gebm_ppl.GEBM.checkpoint` (``GEBM.load`` reads it) with the
+            training state in ``extra["training"]``, written at every record (or every
+            ``checkpoint_every`` generator steps) and at the end.
+        checkpoint_every: checkpoint every this many generator steps instead.
+        resume: a checkpoint of an earlier call with the same data, objective, batch size, noise
+            factor, energy-step schedule, ``eval_every`` and seed: training continues exactly.
+
+    Returns:
+        :class:`TrainingHistory` (kind ``"adversarial"``; ``steps`` count generator steps).
+
+    Raises:
+        TrainingDiverged: a loss, c or an evaluation is not finite; the error names the step and
+            the last good checkpoint.
+
+    Reference:
+        Arbel, Zhou & Gretton (2021) "Generalized Energy Based Models", ICLR, https://arxiv.org/abs/2003.05033
+
+    Example:
+        >>> import torch, gebm_ppl as gp
+        >>> gebm = gp.GEBM(gp.MLPGenerator(2, 3, hidden=(16,), output="identity"), gp.EnergyMLP(3, hidden=(16,)))
+        >>> h = gp.fit_adversarial(gebm, torch.randn(256, 3), steps=10, batch_size=32, burst_steps=5,
+        ...                        eval_every=5, log_partition_samples=500, progress=False)
+        >>> len(h.records), "kale_train" in h.last
+        (2, True)
+    """
+    if not all(hasattr(gebm, a) for a in ("base", "energy", "log_partition", "latent_energy")):
+        raise TypeError(f"'gebm' should be a gebm_ppl.GEBM. Got {type(gebm).__name__}.")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"'objective' should be one of {list(OBJECTIVES)}. Got {objective!r}.")
+    kale = objective == "kale"
+    steps = check_positive_int(steps, "steps")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    noise_factor = check_positive_int(noise_factor, "noise_factor")
+    energy_steps = check_positive_int(energy_steps, "energy_steps")
+    burst_steps = check_nonnegative_int(burst_steps, "burst_steps")
+    burst_every = check_optional_positive_int(burst_every, "burst_every")
+    penalty = check_nonnegative_float(penalty, "penalty")
+    lr = check_lr(lr, "lr")
+    energy_lr = lr if energy_lr is None else check_lr(energy_lr, "energy_lr")
+    base_lr = lr if base_lr is None else check_lr(base_lr, "base_lr")
+    log_partition_lr = energy_lr if log_partition_lr is None else check_lr(log_partition_lr, "log_partition_lr")
+    betas = _check_betas(betas)
+    grad_clip = None if grad_clip is None else check_lr(grad_clip, "grad_clip")
+    if not isinstance(init_log_partition, bool):
+        raise TypeError(f"'init_log_partition' should be True or False. Got {init_log_partition!r}.")
+    log_partition_samples = check_positive_int(log_partition_samples, "log_partition_samples")
+    eval_every = check_positive_int(eval_every, "eval_every")
+    eval_batch_size = check_positive_int(eval_batch_size, "eval_batch_size")
+    seed = check_nonnegative_int(seed, "seed")
+    checkpoint_every = check_optional_positive_int(checkpoint_every, "checkpoint_every")
+    if device is not None:
+        gebm.to(device)
+    base, energy, c = gebm.base, gebm.energy, gebm.log_partition
+    energy_params = [p for p in energy.parameters() if p.requires_grad]
+    base_params = [p for p in base.parameters() if p.requires_grad]
+    if not energy_params:
+        raise ValueError("'gebm.energy' has no trainable parameters (none with requires_grad=True).")
+    if not base_params:
+        raise ValueError("'gebm.base' has no trainable parameters (none with requires_grad=True).")
+    dtype, dev = c.dtype, c.device
+    x_train = as_data(train, "train", gebm.dim, dtype, dev)
+    x_val = as_data(val, "val", gebm.dim, dtype, dev, optional=True)
+    n_train = x_train.shape[0]
+    if batch_size > n_train:
+        raise ValueError(f"'batch_size' ({batch_size}) is larger than the training set ({n_train} rows).")
+
+    energy_groups = [{"params": energy_params, "lr": energy_lr}]
+    if kale:
+        energy_groups.append({"params": [c], "lr": log_partition_lr})
+    energy_opt = torch.optim.Adam(energy_groups, betas=betas)
+    base_opt = torch.optim.Adam(base_params, lr=base_lr, betas=betas)
+    num_base = batch_size * noise_factor
+
+    settings = dict(
+        objective=objective, steps=steps, batch_size=batch_size, noise_factor=noise_factor,
+        energy_steps=energy_steps, burst_steps=burst_steps, burst_every=burst_every, penalty=penalty,
+        energy_lr=energy_lr, base_lr=base_lr, log_partition_lr=log_partition_lr, betas=list(betas),
+        grad_clip=grad_clip, init_log_partition=init_log_partition, log_partition_samples=log_partition_samples,
+        eval_every=eval_every, seed=seed, train_size=n_train, val_size=None if x_val is None else x_val.shape[0],
+        dim=x_train.shape[1], device=str(dev), dtype=str(dtype),
+    )  # fmt: skip
+    structure = dict(
+        objective=objective, batch_size=batch_size, noise_factor=noise_factor, energy_steps=energy_steps,
+        burst_steps=burst_steps, burst_every=burst_every, eval_every=eval_every, seed=seed,
+        train=fingerprint(x_train),
+    )  # fmt: skip
+
+    def payload(training: dict) -> dict:
+        try:
+            return gebm.checkpoint(training=training)
+        except TypeError:  # a base or energy without 'config'
+            state = {k: v.detach().cpu() for k, v in gebm.state_dict().items()}
+            return {"state_dict": state, "training": training}
+
+    # One Loop "epoch" is a block of eval_every generator steps; the Loop's minibatch indices only
+    # count the steps (each step draws its own minibatches from its (seed, step) stream).
+    loop = Loop(
+        kind="adversarial", model=gebm, optimizers={"energy": energy_opt, "base": base_opt}, schedulers={},
+        train_size=eval_every * batch_size, batch_size=batch_size, epochs=math.ceil(steps / eval_every),
+        patience=None, eval_every=1, monitor=None, mode="max", seed=seed, max_steps=steps,
+        checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, progress=progress,
+        callback=callback, settings=settings, structure=structure, payload=payload,
+        desc=f"fit_adversarial ({objective})",
+    )  # fmt: skip
+
+    # ------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def log_partition():
+        g = stream_eval()
+        log_w, done = [], 0
+        while done < log_partition_samples:
+            n = min(eval_batch_size, log_partition_samples - done)
+            log_w.append(-energy(base(_prior(base, n, g))))
+            done += n
+        try:
+            return log_partition_from_log_weights(torch.cat(log_w))
+        except ValueError:
+            raise NonFinite("energy on base samples (log-partition estimate)") from None
+
+    def stream_eval() -> torch.Generator:
+        return stream_generator(seed, STREAM_EVAL, 0, dev)  # the same draws at every evaluation
+
+    def evaluate() -> dict:
+        was_training = gebm.training
+        gebm.eval()
+        try:
+            est = log_partition()
+            if not kale:
+                with torch.no_grad():
+                    c.fill_(est.estimate)
+            a_hat, c_now = est.estimate, float(c.detach())
+            if not math.isfinite(c_now):
+                raise NonFinite("log-partition c")
+            exp_term = math.exp(min(a_hat - c_now, 700.0))  # E_G[exp(−(E + c))] = exp(Â − c)
+            record = {
+                "log_partition": c_now,
+                "log_partition_estimate": a_hat,
+                "log_partition_stderr": est.stderr,
+                "ess": est.ess,
+                "kale_train": -_mean_energy(energy, x_train, eval_batch_size) - c_now - exp_term + 1.0,
+            }
+            if x_val is not None:
+                record["kale_val"] = -_mean_energy(energy, x_val, eval_batch_size) - c_now - exp_term + 1.0
+            for key in ("kale_train", "kale_val"):
+                if key in record and not math.isfinite(record[key]):
+                    raise NonFinite(key)
+            return record
+        finally:
+            gebm.train(was_training)
+
+    # ------------------------------------------------------------ steps
+    def clip(params: list[Tensor], what: str) -> None:
+        if grad_clip is not None and not bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, grad_clip))):
+            raise NonFinite(f"{what} gradient norm")
+
+    def energy_step(g: torch.Generator) -> tuple[float, float]:
+        x = x_train[torch.randperm(n_train, generator=g, device=dev)[:batch_size]]
+        with torch.no_grad():
+            xb = base(_prior(base, num_base, g))
+        e = energy(torch.cat([x, xb])).double()
+        if kale:
+            obj = kale_objective(e[:batch_size], e[batch_size:], c.double())
+            loss = -obj
+        else:  # discriminator logit −E: −log σ(−E(x_data)) − log(1 − σ(−E(G z)))
+            obj = None
+            loss = F.softplus(e[:batch_size]).mean() + F.softplus(-e[batch_size:]).mean()
+        if penalty > 0:
+            loss = loss + gradient_penalty(energy, x, xb, penalty, generator=g)
+        if not bool(torch.isfinite(loss)):
+            raise NonFinite("energy loss")
+        energy_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip(energy_params, "energy")
+        energy_opt.step()
+        if kale and not bool(torch.isfinite(c)):
+            raise NonFinite("log-partition c")
+        return float(loss.detach()), float("nan") if obj is None else float(obj.detach())
+
+    def base_step(g: torch.Generator) -> float:
+        e = energy(base(_prior(base, num_base, g)))
+        # KALE: −E_P[E] does not depend on θ; −logmeanexp(−E(G z)) has the gradient of kale_base_loss.
+        loss = kale_base_loss(e) if kale else F.softplus(e).mean()
+        if not bool(torch.isfinite(loss)):
+            raise NonFinite("base loss")
+        grads = torch.autograd.grad(loss, base_params)
+        for p, grad in zip(base_params, grads, strict=True):
+            p.grad = grad
+        clip(base_params, "base")
+        base_opt.step()
+        return float(loss.detach())
+
+    def n_energy_steps(step: int) -> int:
+        burst = step == 0 or (burst_every is not None and step % burst_every == 0)
+        return max(burst_steps, energy_steps) if burst else energy_steps
+
+    def train_step(idx: Tensor, step: int) -> dict:
+        g = stream_generator(seed, STREAM_STEP, step, dev)
+        for _ in range(n_energy_steps(step)):
+            energy_loss, kale_batch = energy_step(g)
+        metrics = {"energy_loss": energy_loss, "base_loss": base_step(g)}
+        if kale:
+            metrics["kale_batch"] = kale_batch
+        return metrics
+
+    was_training = gebm.training
+    gebm.train()
+    try:
+        if resume is not None:
+            loop.load(resume)
+        elif init_log_partition and kale:
+            gebm.eval()
+            try:
+                a0 = log_partition().estimate
+            except NonFinite:
+                raise ValueError("the energy is not finite on base samples: cannot initialise c.") from None
+            finally:
+                gebm.train()
+            with torch.no_grad():
+                c.fill_(a0)
+        return loop.run(train_step, evaluate)  # the last record set c = Â for the GAN
+    finally:
+        gebm.train(was_training)
