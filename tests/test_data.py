@@ -17,8 +17,10 @@ import pytest
 import gebm_ppl as gp
 from gebm_ppl.data import ChecksumMismatchError, DataNotFoundError, SourceFormatError
 
-UCI = Path(os.environ.get("GEBM_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "uci")
 RED = "wine-quality/winequality-red.csv"
+_SHARED_UCI = Path(__file__).resolve().parents[2] / "shared" / "data" / "uci"
+# $GEBM_DATA_DIR may be a list of folders: the first that holds the UCI files, else ../shared/data/uci
+UCI = next((d for d in gp.data.data_dirs() if (d / RED).is_file()), _SHARED_UCI)
 # (dataset, dimension, rows of the source file, file, its sha256 in shared/data/uci/PROVENANCE.md)
 REAL = [
     ("red-wine", 11, 1599, RED, "4a402cf041b025d4566d954c3b9ba8635a3a8a01e039005d97d6a710278cf05e"),
@@ -224,6 +226,25 @@ def test_lookup_order_data_dir_then_env(tmp_path, monkeypatch):
     assert m["sources"][0]["location"] == str(flat / "winequality-red.csv")
     m = gp.data.load("red-wine", cache_dir=tmp_path / "c").metadata
     assert m["sources"][0]["location"] == str(env / RED) and m["from_cache"]
+
+
+def test_env_path_list_is_searched_in_order(tmp_path, monkeypatch):
+    first, second = tmp_path / "first", tmp_path / "second"
+    _copy_red(second)
+    monkeypatch.setenv("GEBM_DATA_DIR", os.pathsep.join([str(tmp_path / "missing"), str(first), str(second)]))
+    m = gp.data.load("red-wine", cache_dir=tmp_path / "c").metadata
+    assert m["sources"][0]["location"] == str(second / RED)
+    _copy_red(first)  # an earlier folder wins once it holds the file
+    m = gp.data.load("red-wine", cache_dir=tmp_path / "c").metadata
+    assert m["sources"][0]["location"] == str(first / RED) and m["from_cache"]
+    (first / RED).write_bytes(b"fixed acidity;x\n1;2\n")  # the first match is verified, not skipped
+    with pytest.raises(ChecksumMismatchError, match=str(first / RED)):
+        gp.data.load("red-wine", cache_dir=tmp_path / "c")
+    monkeypatch.setenv("GEBM_DATA_DIR", os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "b")]))
+    with pytest.raises(DataNotFoundError) as e:
+        gp.data.load("red-wine", cache_dir=tmp_path / "c", download=False)
+    assert str(tmp_path / "a" / RED) in str(e.value) and str(tmp_path / "b" / RED) in str(e.value)
+    assert "$GEBM_DATA_DIR[1]" in str(e.value)
 
 
 def test_not_found_lists_where_it_looked(tmp_path, monkeypatch):
