@@ -233,7 +233,7 @@ def fit_adversarial(
     def payload(training: dict) -> dict:
         try:
             return gebm.checkpoint(training=training)
-        except TypeError:  # a base or energy without 'config'
+        except (TypeError, AttributeError):  # a base or energy without 'config'
             state = {k: v.detach().cpu() for k, v in gebm.state_dict().items()}
             return {"state_dict": state, "training": training}
 
