@@ -197,7 +197,9 @@ def load_classifier(
         refresh: retrain even if a valid cache file exists.
 
     Example:
-        >>> clf = load_classifier(gp.data.load("digits"))  # doctest: +SKIP
+        >>> import gebm_ppl as gp
+        >>> data = gp.data.load("digits")
+        >>> clf = load_classifier(data)  # doctest: +SKIP
         >>> clf.info["val_accuracy"] > 0.9, clf.features(data.test).shape  # doctest: +SKIP
         (True, (180, 128))
     """
