@@ -1,5 +1,6 @@
 """Generator bases and image energies: shapes, flat images, missing densities, checkpoints, GEBM operations."""
 
+import numpy as np
 import pyro
 import pytest
 import torch
@@ -137,3 +138,42 @@ def test_wrong_image_size_is_refused_naming_the_expected_shape():
         gp.EnergyMLP(64)(torch.zeros(3, 63))
     with pytest.raises(ValueError, match="base and energy dimensions differ"):
         gp.GEBM(_mlp((1, 28, 28)), gp.ConvEnergy((1, 8, 8)))
+
+
+# ------------------------------------------------------------------------------------------- JAX twins
+def _settled(module, *inputs):
+    """Train-mode passes (BatchNorm statistics, spectral-norm power iterations), then eval mode."""
+    module.train()
+    with torch.no_grad():
+        for x in inputs:
+            module(x)
+    return module.eval()
+
+
+@pytest.mark.parametrize("image_shape", [(1, 8, 8), (1, 28, 28), (3, 8, 8)])
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_jax_twins_match_torch(image_shape, batch_norm):
+    jnp = pytest.importorskip("jax.numpy")
+    from gebm_ppl.jax.generators import convert_conv_energy, convert_conv_generator, convert_mlp_generator
+
+    torch.manual_seed(0)
+    dim = image_shape[0] * image_shape[1] * image_shape[2]
+    z, x = torch.randn(7, 5), torch.randn(2, 3, dim)
+    conv = _settled(gp.ConvGenerator(5, image_shape, channels=(8, 6, 4), batch_norm=batch_norm), *torch.randn(3, 32, 5))
+    mlp = _settled(gp.MLPGenerator(5, dim, hidden=(16, 8), activation="leaky_relu"))
+    energy = _settled(gp.ConvEnergy(image_shape, channels=(4, 8, 8), floor=-0.5), *torch.randn(3, 4, dim))
+    with torch.no_grad():
+        for module, convert in ((conv, convert_conv_generator), (mlp, convert_mlp_generator)):
+            spec, params = convert(module)
+            assert (spec.latent_dim, spec.dim) == (5, dim)
+            out = np.array(spec.forward(params, jnp.asarray(z.numpy())))
+            np.testing.assert_allclose(out, module(z).numpy(), atol=1e-5)
+        spec, params = convert_conv_energy(energy)
+        out = np.array(spec.energy(params, jnp.asarray(x.numpy())))
+        assert out.shape == (2, 3)
+        np.testing.assert_allclose(out, energy(x).numpy(), atol=1e-5)
+        assert out.min() >= -0.5  # the floor
+    with pytest.raises(ValueError, match=rf"expected \[\.\.\., {dim}\] = flattened"):
+        spec.energy(params, jnp.zeros((2, dim + 1)))
+    with pytest.raises(ValueError, match="eval mode"):
+        convert_conv_generator(conv.train())
