@@ -61,3 +61,21 @@ def test_energy_bad_arguments():
         gp.EnergyMLP(3, spectral_norm="all")
     with pytest.raises(ValueError, match="center"):
         gp.QuadraticEnergy(3, center=torch.zeros(2))
+    with pytest.raises(ValueError, match=r"EnergyMLP expected x of shape \[\.\.\., 3\]. Got shape \(5, 4\)"):
+        gp.EnergyMLP(3)(torch.zeros(5, 4))
+    with pytest.raises(ValueError, match="'activation'"):
+        gp.ConvEnergy((1, 8, 8), activation="swish2")
+
+
+def test_smooth_floor_is_shared_and_tends_to_the_identity_above_the_floor():
+    from gebm_ppl.energies import smooth_floor
+
+    e = torch.tensor([-1e3, -10.0, 0.0, 30.0])
+    out = smooth_floor(e, -10.0)
+    assert torch.allclose(out, torch.tensor([-10.0, -10.0 + 0.6931472, 4.5399e-05, 30.0]), atol=1e-5)
+    assert smooth_floor(e, None) is e
+    # the conv energy uses the same floor as the MLP energy
+    energy = gp.ConvEnergy((1, 8, 8), channels=(4,), floor=-2.0, spectral_norm=False)
+    x = torch.randn(3, 64)
+    raw = energy.head(energy.features(x.reshape(-1, 1, 8, 8)).flatten(1)).squeeze(-1)
+    assert torch.allclose(energy(x), smooth_floor(raw, -2.0))
