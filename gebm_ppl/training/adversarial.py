@@ -115,7 +115,9 @@ def fit_adversarial(
     ``log_partition_estimate`` (Â from ``log_partition_samples`` fixed latent draws),
     ``log_partition_stderr``, ``ess``, ``kale_train`` / ``kale_val``: F(E, c) = −E_P[E] − c −
     exp(Â − c) + 1 on the whole train / validation set (the KALE estimate between the data and the
-    base; with c = Â it is −E_P[E] − Â). No early stopping: the final weights are kept.
+    base; with c = Â it is −E_P[E] − Â). No early stopping: the final weights are kept. A
+    record's ``epoch`` counts blocks of ``eval_every`` generator steps (and so does the epoch
+    named in a :class:`TrainingDiverged` message).
 
     Args:
         gebm: a :class:`gebm_ppl.GEBM` (any base: a generator, a flow, ...), trained in place.
