@@ -77,52 +77,87 @@ def _mmd2_unbiased(x: np.ndarray, y: np.ndarray, kernel, diag) -> float:
 
 
 class KIDEstimate(NamedTuple):
-    """Kernel inception distance: the mean of the subset estimates and its standard error."""
+    """Kernel inception distance: the unbiased estimate and its standard error."""
 
     estimate: float
     stderr: float
 
 
+def _blocks(n: int, subsets: int, subset_size: int | None, rng) -> list[np.ndarray]:
+    rows = rng.permutation(n)
+    if subset_size is not None:
+        rows = rows[: subsets * subset_size]
+    return np.array_split(rows, subsets)
+
+
 def kid(feat_a, feat_b, subsets: int = 10, subset_size: int | None = None, seed: int = 0) -> KIDEstimate:
     """Unbiased kernel inception distance (Bińkowski et al. 2018, https://arxiv.org/abs/1801.01401).
 
-    MMD² with the polynomial kernel k(x, y) = (xᵀy / F + 1)³, estimated without bias on ``subsets``
-    *disjoint* random subsets of ``subset_size`` rows of each sample; the estimate is their mean and
-    the standard error their standard deviation / √subsets (valid because the subsets are
-    independent). Same-distribution samples give |estimate| of the order of the standard error.
+    MMD² with the polynomial kernel k(x, y) = (xᵀy / F + 1)³:
+    mean_{i≠j} k(a_i, a_j) + mean_{i≠j} k(b_i, b_j) − 2 mean_{i,j} k(a_i, b_j), the complete unbiased
+    U-statistic over all rows used. Each sample is split at random into ``subsets`` disjoint blocks;
+    the standard error is the delete-a-block jackknife, √((B−1)/B · Σ_k (θ₋ₖ − θ̄)²), with θ₋ₖ the
+    statistic without block k of both samples. Same-distribution samples give |estimate| of the
+    order of the standard error (there the jackknife is conservative: measured ≈ 1.4× the actual
+    spread; for different distributions it matches it).
 
     Args:
         feat_a, feat_b: ``[N_a, F]`` and ``[N_b, F]`` features.
-        subsets: number of disjoint subsets (≥ 2 for a standard error).
-        subset_size: rows per subset (≥ 2; default ``min(N_a, N_b) // subsets``); ``subsets ·
-            subset_size`` must not exceed ``min(N_a, N_b)``.
-        seed: seed of the subset draw.
+        subsets: number of blocks B (≥ 2 for a standard error; 1 gives the estimate and NaN).
+        subset_size: rows per block (default: all rows, in blocks as equal as possible);
+            ``subsets · subset_size`` must not exceed ``min(N_a, N_b)``.
+        seed: seed of the block assignment (and of the rows used when ``subset_size`` is given).
     """
     a, b = _pair(feat_a, feat_b)
     if isinstance(subsets, bool) or not isinstance(subsets, int | np.integer) or subsets < 1:
         raise ValueError(f"'subsets' should be a positive integer. Got {subsets!r}.")
     n = min(len(a), len(b))
-    if subset_size is None:
-        subset_size = n // subsets
-    if subset_size < 2 or subsets * subset_size > n:
+    if subset_size is not None and subsets * subset_size > n:
         raise ValueError(
-            f"'subsets' · 'subset_size' should be at most min(N_a, N_b) = {n} (disjoint subsets) with "
-            f"subset_size ≥ 2. Got subsets={subsets}, subset_size={subset_size}."
+            f"'subsets' · 'subset_size' should be at most min(N_a, N_b) = {n} (disjoint blocks). "
+            f"Got subsets={subsets}, subset_size={subset_size}."
+        )
+    if (subset_size if subset_size is not None else n // subsets) < 2:
+        raise ValueError(
+            f"each of the 'subsets' blocks needs ≥ 2 rows. Got subsets={subsets}, subset_size={subset_size} "
+            f"for min(N_a, N_b) = {n} rows."
         )
     dim = a.shape[1]
 
     def kernel(x, y):
         return (x @ y.T / dim + 1.0) ** 3
 
-    def diag(x):
-        return ((x * x).sum(1) / dim + 1.0) ** 3
-
     rng = np.random.default_rng(seed)
-    ia = rng.permutation(len(a))[: subsets * subset_size].reshape(subsets, subset_size)
-    ib = rng.permutation(len(b))[: subsets * subset_size].reshape(subsets, subset_size)
-    values = np.array([_mmd2_unbiased(a[i], b[j], kernel, diag) for i, j in zip(ia, ib, strict=True)])
-    stderr = float(values.std(ddof=1) / np.sqrt(subsets)) if subsets > 1 else float("nan")
-    return KIDEstimate(float(values.mean()), stderr)
+    ba, bb = _blocks(len(a), subsets, subset_size, rng), _blocks(len(b), subsets, subset_size, rng)
+    na = np.array([len(i) for i in ba], dtype=np.float64)
+    nb = np.array([len(i) for i in bb], dtype=np.float64)
+    saa, sbb, sab = (np.zeros((subsets, subsets)) for _ in range(3))
+    for i in range(subsets):
+        for j in range(i, subsets):
+            kaa, kbb = kernel(a[ba[i]], a[ba[j]]), kernel(b[bb[i]], b[bb[j]])
+            if i == j:  # the U-statistic leaves out k(x_i, x_i)
+                np.fill_diagonal(kaa, 0.0)
+                np.fill_diagonal(kbb, 0.0)
+            saa[i, j] = saa[j, i] = kaa.sum()
+            sbb[i, j] = sbb[j, i] = kbb.sum()
+        for j in range(subsets):
+            sab[i, j] = kernel(a[ba[i]], b[bb[j]]).sum()
+
+    def stat(keep: np.ndarray) -> float:
+        m, k = na[keep].sum(), nb[keep].sum()
+        return (
+            saa[np.ix_(keep, keep)].sum() / (m * (m - 1))
+            + sbb[np.ix_(keep, keep)].sum() / (k * (k - 1))
+            - 2.0 * sab[np.ix_(keep, keep)].sum() / (m * k)
+        )
+
+    everything = np.ones(subsets, dtype=bool)
+    estimate = float(stat(everything))
+    if subsets == 1:
+        return KIDEstimate(estimate, float("nan"))
+    loo = np.array([stat(everything & (np.arange(subsets) != k)) for k in range(subsets)])
+    stderr = float(np.sqrt((subsets - 1) / subsets * np.sum((loo - loo.mean()) ** 2)))
+    return KIDEstimate(estimate, stderr)
 
 
 def median_bandwidth(x, y, max_points: int = 1000, seed: int = 0) -> float:
