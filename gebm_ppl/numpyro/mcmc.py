@@ -1,4 +1,8 @@
-"""NumPyro NUTS/HMC on the latent potential U(z) = ½‖z‖² + T·E(G_θ(z)) of a GEBM, JIT-compiled.
+"""NumPyro samplers on the latent potential U(z) = ½‖z‖² + T·E(G_θ(z)) of a GEBM (or any potential), JIT-compiled.
+
+NUTS and HMC are NumPyro's own kernels; ULA, kinetic Langevin, MALA, IMH and DOT are the pure-JAX
+``MCMCKernel`` subclasses of :mod:`gebm_ppl.numpyro.kernels`. All are looked up in the sampler registry
+(:data:`gebm_ppl.sampling.SAMPLERS`) and run by ``numpyro.infer.MCMC``.
 
 Chains run ``chain_method="vectorized"`` (one compiled program, chains batched with ``vmap``) or
 ``"parallel"`` (one device per chain with ``pmap``). On CPU, parallel chains need as many host
@@ -33,10 +37,12 @@ import torch
 from numpyro.infer import HMC, MCMC, NUTS
 from numpyro.infer.hmc import HMCState
 
-from ..sampling.driver import build_inference_data, chain_seeds
+from ..inference_data import build_inference_data
+from ..sampling.driver import chain_seeds
+from ..sampling.registry import get_sampler
 from .distribution import as_jax_gebm
 
-__all__ = ["default_init", "sample_latent_numpyro"]
+__all__ = ["default_init", "hmc_kernel", "nuts_kernel", "sample_latent_numpyro", "sample_potential_numpyro"]
 
 # HMCState plus the running count of gradient evaluations of the chain (warmup included).
 CountingHMCState = namedtuple("CountingHMCState", HMCState._fields + ("num_grad_evals",))
@@ -68,13 +74,30 @@ def _counting(kernel_class: type) -> type:
             new = super().sample(HMCState(*state[:-1]), model_args, model_kwargs)
             return CountingHMCState(*new, state.num_grad_evals + new.num_steps)
 
+        extra_fields = _FIELDS
+
+        def sample_stats(self, stats: dict) -> dict:
+            n_steps = np.asarray(stats["num_steps"]).astype(np.int64)
+            out = {
+                "diverging": np.asarray(stats["diverging"]).astype(bool),
+                "acceptance_rate": np.asarray(stats["accept_prob"]),
+                "step_size": np.asarray(stats["adapt_state.step_size"]),
+                "n_steps": n_steps,
+                "lp": -np.asarray(stats["potential_energy"]),
+                "energy": np.asarray(stats["energy"]),
+            }
+            if kernel_class is NUTS:
+                # tree doublings j as in the Pyro backend: j doublings give 2^(j−1) < n_steps + 1 ≤ 2^j
+                out["tree_depth"] = np.ceil(np.log2(n_steps + 1)).astype(np.int64)
+            return out
+
     Counting.__name__ = Counting.__qualname__ = f"Counting{kernel_class.__name__}"
     return Counting
 
 
+_FIELDS = ("num_steps", "accept_prob", "adapt_state.step_size", "potential_energy", "energy")
 _KERNELS = {"nuts": _counting(NUTS), "hmc": _counting(HMC)}
 _CHAIN_METHODS = ("vectorized", "parallel")
-_FIELDS = ("num_steps", "accept_prob", "adapt_state.step_size", "potential_energy", "energy")
 # JAX's monitoring events that cover tracing, lowering and XLA compilation of a jitted function.
 _COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",
@@ -156,6 +179,91 @@ def _kernel(method: str, potential, method_kwargs: dict):
     return cls(potential_fn=potential, **method_kwargs)
 
 
+def nuts_kernel(potential_fn, **kwargs):
+    """NumPyro NUTS on ``potential_fn`` (counting gradient evaluations); TypeError on unknown keywords."""
+    return _kernel("nuts", potential_fn, kwargs)
+
+
+def hmc_kernel(potential_fn, **kwargs):
+    """NumPyro HMC on ``potential_fn`` (counting gradient evaluations); TypeError on unknown keywords."""
+    return _kernel("hmc", potential_fn, kwargs)
+
+
+def _build(method: str, potential_fn, method_kwargs: dict):
+    """The kernel of a registered method for ``potential_fn``, its thinning and whether warmup is run."""
+    spec = get_sampler(method)
+    settings = spec.validate(method_kwargs, "numpyro")
+    thin = settings.pop("thin", 1) if spec.passthrough is None else 1
+    return spec.kernel_factory()(potential_fn, **settings), thin, spec.burn_in, settings
+
+
+def _run(kernel, init, num_samples, warmup_steps, num_chains, seed, progress, chain_method, thin):
+    """Run ``numpyro.infer.MCMC``; returns z [C, N, d], sample_stats, counts, sampling and compile time."""
+    if chain_method not in _CHAIN_METHODS:
+        raise ValueError(f"'chain_method' should be one of {_CHAIN_METHODS}. Got {chain_method!r}.")
+    mcmc = MCMC(
+        kernel,
+        num_warmup=warmup_steps,
+        num_samples=num_samples * thin,
+        thinning=thin,
+        num_chains=num_chains,
+        chain_method=chain_method,
+        progress_bar=progress,
+    )
+    init_params = init if num_chains > 1 else init[0]
+    t0 = time.perf_counter()
+    with _compile_timer() as compile_time:  # warmup and sampling in one compiled loop
+        mcmc.run(jax.random.PRNGKey(seed), init_params=init_params, extra_fields=tuple(kernel.extra_fields))
+        z = np.asarray(mcmc.get_samples(group_by_chain=True))
+        last = mcmc.last_state
+        num_grad_evals = int(np.asarray(last.num_grad_evals, dtype=np.int64).sum())
+        num_energy_evals = int(np.asarray(getattr(last, "num_energy_evals", last.num_grad_evals), np.int64).sum())
+    sampling_time = time.perf_counter() - t0
+    fields = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    counts = {"num_grad_evals": num_grad_evals, "num_energy_evals": num_energy_evals}
+    return z, kernel.sample_stats(fields), counts, sampling_time, float(compile_time[0])
+
+
+def _plain(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if isinstance(v, bool | int | float | str)}
+
+
+def sample_potential_numpyro(
+    potential_fn,
+    init,
+    method: str = "ula",
+    num_samples: int = 1000,
+    warmup_steps: int = 500,
+    *,
+    seed: int = 0,
+    progress: bool = False,
+    chain_method: str = "vectorized",
+    forward=None,
+    **method_kwargs,
+):
+    """Sample ν ∝ exp(−U) for a JAX potential ``potential_fn`` (U: ``[d] → []``) with a registered method.
+
+    ``init`` ``[C, d]`` fixes the chains; ``forward`` (z → x, JAX) fills the posterior ``x`` (default x = z).
+    Otherwise as :func:`sample_latent_numpyro`; reached through :func:`gebm_ppl.sampling.sample_potential`.
+    """
+    init = np.asarray(init.detach().cpu().numpy() if isinstance(init, torch.Tensor) else init)
+    if init.ndim != 2:
+        raise ValueError(f"'init' should have shape [num_chains, d]. Got {init.shape}.")
+    dtype = jnp.float64 if init.dtype == np.float64 and jax.config.jax_enable_x64 else jnp.float32
+    init = _check_init(init, init.shape[0], init.shape[1], dtype)
+    kernel, thin, burn_in, settings = _build(method, potential_fn, method_kwargs)
+    z, stats, counts, sampling_time, compile_time = _run(
+        kernel, init, _check_int(num_samples, "num_samples", 1),
+        _check_int(warmup_steps, "warmup_steps", 0) if burn_in else 0, init.shape[0], _check_int(seed, "seed", 0),
+        progress, chain_method, thin,
+    )
+    x = z if forward is None else np.asarray(jax.jit(forward)(jnp.asarray(z)))
+    attrs = {"method": method, "backend": "numpyro", **counts, "sampling_time": float(sampling_time),
+             "compile_time": compile_time, "seed": int(seed), "chain_method": chain_method,
+             **_plain({**settings, "thin": thin} if thin != 1 else settings)}
+    return build_inference_data(z, x, stats, attrs)
+
+
 def sample_latent_numpyro(
     gebm,
     method: str = "nuts",
@@ -170,7 +278,7 @@ def sample_latent_numpyro(
     chain_method: str = "vectorized",
     **method_kwargs,
 ):
-    """Sample the latent posterior ν(z) ∝ exp(−U(z)), U(z) = ½‖z‖² + T·E(G_θ(z)), with NumPyro NUTS or HMC.
+    """Sample the latent posterior ν(z) ∝ exp(−U(z)), U(z) = ½‖z‖² + T·E(G_θ(z)), with a NumPyro kernel.
 
     If z ~ ν (T = 1) then x = G_θ(z) ~ Q exactly. The potential and its gradient run as JIT-compiled
     JAX (:func:`gebm_ppl.to_jax`), with no torch call while sampling. Usually reached through
@@ -178,9 +286,11 @@ def sample_latent_numpyro(
 
     Args:
         gebm: a torch :class:`gebm_ppl.GEBM` or a :class:`~gebm_ppl.jax.JaxGEBM`.
-        method: ``"nuts"`` or ``"hmc"``.
+        method: a registered method with a NumPyro kernel: ``"nuts"``, ``"hmc"``, ``"ula"``,
+            ``"kinetic"``, ``"mala"``, ``"imh"``, ``"dot"``.
         num_samples: draws kept per chain.
-        warmup_steps: adaptation steps per chain (step size, diagonal mass matrix), discarded.
+        warmup_steps: transitions per chain discarded first (adaptation of step size and diagonal mass
+            matrix for NUTS/HMC; ignored by DOT).
         num_chains: C.
         temperature: T > 0.
         init: ``[C, d]`` initial latent points (array or tensor); None draws them from η = N(0, I)
@@ -188,15 +298,17 @@ def sample_latent_numpyro(
         seed: seed of the JAX PRNG key.
         progress: show NumPyro's progress bar (slower: it calls back to the host every step).
         chain_method: ``"vectorized"`` (default) or ``"parallel"`` (see the module docstring).
-        **method_kwargs: passed to :class:`numpyro.infer.NUTS` / :class:`numpyro.infer.HMC`
+        **method_kwargs: NUTS/HMC: passed to :class:`numpyro.infer.NUTS` / :class:`numpyro.infer.HMC`
             (e.g. ``target_accept_prob``, ``max_tree_depth``, ``dense_mass``; for HMC ``num_steps``, which
-            as in Pyro fixes the leapfrog steps per transition unless ``trajectory_length`` is also given).
+            as in Pyro fixes the leapfrog steps per transition unless ``trajectory_length`` is also given);
+            the other methods: their registry options, as with the Pyro backend.
 
     Returns:
         ``arviz.InferenceData`` in the layout of the Pyro backend: posterior ``z`` (chain, draw, z_dim)
-        and ``x`` (chain, draw, x_dim); sample_stats ``diverging``, ``acceptance_rate``, ``step_size``,
-        ``n_steps``, ``tree_depth`` (NUTS), ``lp`` (= −U(z)), ``energy`` (the Hamiltonian); attrs
-        ``method``, ``backend``, ``temperature``, ``num_grad_evals``, ``sampling_time`` (wall time of the
+        and ``x`` (chain, draw, x_dim); sample_stats as listed in :mod:`gebm_ppl.sampling` (NUTS/HMC:
+        ``diverging``, ``acceptance_rate``, ``step_size``, ``n_steps``, ``tree_depth`` (NUTS), ``lp``
+        (= −U(z)), ``energy`` (the Hamiltonian)); attrs
+        ``method``, ``backend``, ``temperature``, ``num_grad_evals``, ``num_energy_evals``, ``sampling_time`` (wall time of the
         run, compilation included), ``seed``, plus ``compile_time`` (the part of ``sampling_time`` spent
         tracing and compiling), ``chain_method`` and the scalar ``method_kwargs``.
         ``num_grad_evals`` counts one gradient per chain at the start and one per leapfrog step, warmup
@@ -217,55 +329,32 @@ def sample_latent_numpyro(
         raise ValueError(f"'temperature' should be a positive finite number. Got {temperature}.")
     if chain_method not in _CHAIN_METHODS:
         raise ValueError(f"'chain_method' should be one of {_CHAIN_METHODS}. Got {chain_method!r}.")
+    get_sampler(method).validate(method_kwargs, "numpyro")  # unknown method, backend or keywords: fail before JIT
     d = jg.latent_dim
     if init is None:
         init = default_init(seed, num_chains, d, jg.dtype)
     else:
         init = _check_init(init, num_chains, d, jg.dtype)
-    key_run = jax.random.PRNGKey(seed)
 
     def potential(z: jax.Array) -> jax.Array:
         return jg.latent_potential(z, temperature)
 
-    kernel = _kernel(method, potential, method_kwargs)
-    mcmc = MCMC(
-        kernel,
-        num_warmup=warmup_steps,
-        num_samples=num_samples,
-        num_chains=num_chains,
-        chain_method=chain_method,
-        progress_bar=progress,
+    kernel, thin, burn_in, settings = _build(method, potential, method_kwargs)
+    z, sample_stats, counts, sampling_time, compile_time = _run(
+        kernel, init, num_samples, warmup_steps if burn_in else 0, num_chains, seed, progress, chain_method, thin
     )
-    init_params = init if num_chains > 1 else init[0]
-    t0 = time.perf_counter()
-    with _compile_timer() as compile_time:  # warmup and sampling in one compiled loop
-        mcmc.run(key_run, init_params=init_params, extra_fields=_FIELDS)
-        z = np.asarray(mcmc.get_samples(group_by_chain=True))
-        num_grad_evals = int(np.asarray(mcmc.last_state.num_grad_evals, dtype=np.int64).sum())
-    sampling_time = time.perf_counter() - t0
-    stats = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
     x = np.asarray(jax.jit(jg.forward)(jnp.asarray(z)))
-    n_steps = stats["num_steps"].astype(np.int64)
-    sample_stats = {
-        "diverging": stats["diverging"].astype(bool),
-        "acceptance_rate": stats["accept_prob"],
-        "step_size": stats["adapt_state.step_size"],
-        "n_steps": n_steps,
-        "lp": -stats["potential_energy"],
-        "energy": stats["energy"],
-    }
-    if method == "nuts":
-        # tree doublings j as in the Pyro backend: j doublings give 2^(j−1) < n_steps + 1 ≤ 2^j
-        sample_stats["tree_depth"] = np.ceil(np.log2(n_steps + 1)).astype(np.int64)
     attrs = {
         "method": method,
         "backend": "numpyro",
         "temperature": temperature,
-        "num_grad_evals": num_grad_evals,
+        **counts,
         "sampling_time": float(sampling_time),
-        "compile_time": float(compile_time[0]),
+        "compile_time": compile_time,
         "seed": int(seed),
         "chain_method": chain_method,
-        **{k: v for k, v in method_kwargs.items() if isinstance(v, bool | int | float | str)},
+        **_plain(settings),
     }
+    if thin != 1:
+        attrs["thin"] = thin
     return build_inference_data(z, x, sample_stats, attrs)

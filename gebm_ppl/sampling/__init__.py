@@ -1,22 +1,29 @@
-"""Latent-space samplers of a GEBM (Pyro NUTS/HMC, ULA, kinetic Langevin, IMH, SIR) returning ArviZ InferenceData.
+"""Latent-space samplers of a GEBM (NUTS, HMC, ULA, kinetic Langevin, MALA, IMH, SIR, DOT) returning ArviZ InferenceData.
 
 Every sampler targets the latent posterior ν(z) ∝ N(z; 0, I)·exp(−T·E(G_θ(z))), potential
 U(z) = ½‖z‖² + T·E(G_θ(z)); for T = 1, x = G_θ(z) with z ∼ ν is distributed as the GEBM Q
 (Arbel, Zhou & Gretton, 2021, https://arxiv.org/abs/2003.05033). Start with :func:`sample_latent`.
 
-Methods (``backend="pyro"`` runs them all in torch; ``backend="numpyro"`` runs NUTS/HMC in JAX):
+Methods are registered in :data:`SAMPLERS` (:mod:`.registry`; ``METHODS`` is the tuple of their names),
+each with its typed options, defaults and backends (``"pyro"``: torch; ``"numpyro"``: JAX kernels run by
+``numpyro.infer.MCMC``, see :mod:`gebm_ppl.numpyro.kernels`):
 
-* ``"nuts"``, ``"hmc"``: ``pyro.infer.MCMC`` with NUTS/HMC on ``potential_fn`` = U, step-size and
-  diagonal mass-matrix adaptation during the warmup; chains run one after another.
-* ``"ula"``: unadjusted Langevin z ← z − γ∇U + √(2γ) ξ (:mod:`.ula`; ``step_size`` γ, ``thin``).
-* ``"kinetic"``: underdamped Langevin with friction κ (:mod:`.kinetic`; ``step_size``, ``friction``, ``thin``).
-* ``"imh"``: independent Metropolis–Hastings with proposal N(0, I) (:mod:`.imh`; gradient-free).
+* ``"nuts"``, ``"hmc"``: Pyro's / NumPyro's NUTS and HMC on ``potential_fn`` = U, step-size and
+  diagonal mass-matrix adaptation during the warmup.
+* ``"ula"``: unadjusted Langevin z ← z − γ∇U + √(2γ) ξ (:mod:`.ula`).
+* ``"kinetic"``: underdamped Langevin with friction κ (:mod:`.kinetic`).
+* ``"mala"``: ULA's proposal with the Metropolis–Hastings correction, exact for every γ (:mod:`.mala`).
+* ``"imh"``: independent Metropolis–Hastings with proposal N(0, I), MH-GAN style (:mod:`.imh`; gradient-free).
 * ``"sir"``: sampling–importance–resampling, ``num_proposals`` draws from N(0, I) per kept draw
-  (:mod:`.sir`; gradient-free, draws independent).
+  (:mod:`.sir`; gradient-free, draws independent; torch only).
+* ``"dot"``: discriminator optimal transport, an optimiser of ‖z − z₀‖ + V(z)/L from z₀ ∼ N(0, I)
+  (:mod:`.dot`; not an exact sampler: it returns the push-forward of η by the minimiser map).
 
-The Langevin, IMH and SIR kernels are batched over chains, NumPyro style: a namedtuple state and
-``init(z, potential)`` / ``step(state, potential, generator, **params)`` functions, run by
-:func:`.driver.run_batched` with a seeded ``torch.Generator``.
+ULA, kinetic and MALA take a step-size schedule γ_t = γ₀ ρ^⌊t/k⌋ (``step_size_decay`` ρ, default 1,
+``decay_every`` k, default 200; t counts every transition, warmup included). The torch kernels are
+batched over chains, NumPyro style: a namedtuple state and ``init(z, potential, generator=...)`` /
+``step(state, potential, generator, **params)`` functions, run by :func:`.driver.run_batched` with a
+seeded ``torch.Generator``. :func:`sample_potential` runs any of them on any latent potential.
 
 InferenceData layout (shared by both backends):
 
@@ -30,38 +37,54 @@ InferenceData layout (shared by both backends):
     Hamiltonian U + ½ rᵀM⁻¹r; Pyro records it at the start of the transition, after the momentum
     refresh, NumPyro at the selected point; both give ArviZ's E-BFMI), and for NUTS ``tree_depth``
     (the number of tree doublings, ⌈log₂(n_steps + 1)⌉);
-  - IMH: ``accepted`` (bool) and ``acceptance_rate`` (the acceptance probability min(1, w'/w));
-  - SIR: ``importance_ess`` (effective sample size of the proposals' weights).
+    The Pyro backend reads Pyro's public diagnostics, which count accepted transitions: there
+    ``accepted`` (bool) is recorded and ``acceptance_rate`` is its 0/1 value (its mean over draws is
+    Pyro's acceptance rate); NumPyro records the acceptance probability itself;
+  - MALA, IMH: ``accepted`` (bool) and ``acceptance_rate`` (the acceptance probability);
+  - ULA, kinetic, MALA: ``step_size`` (the scheduled step of the transition);
+  - SIR: ``importance_ess`` (effective sample size of the proposals' weights);
+  - DOT: ``transport_cost`` ‖z − z₀‖ and ``lipschitz`` (L).
 * attrs (on the InferenceData and on both groups): ``method``, ``backend``, ``temperature``,
   ``num_grad_evals`` (gradient evaluations of U at one point, summed over chains, warmup and the
-  starting points included; 0 for IMH and SIR), ``sampling_time`` (seconds of wall time for the whole
-  run), ``seed``; the torch samplers add their settings (e.g. ``step_size``) and IMH/SIR
-  ``num_energy_evals``.
+  starting points included; 0 for IMH and SIR), ``num_energy_evals`` (evaluations of U at one point,
+  with or without gradient), ``sampling_time`` (seconds of wall time for the whole run), ``seed``, and
+  the run's scalar settings (e.g. ``step_size``).
 """
 
+
 from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .._validation import check_positive_float, check_positive_int
-from . import imh, kinetic, sir, ula
-from .driver import LatentPotential, build_inference_data, chain_seeds, data_space, run_batched, sampling_mode
-from .pyro_mcmc import check_kernel_kwargs, run_pyro_mcmc
+from .._validation import check_positive_float
+from .driver import CountingPotential, LatentPotential, chain_seeds, data_space, sampling_mode
+from .registry import BACKENDS, SAMPLERS, SamplerSpec, get_sampler, register_sampler, sampler_names
 
-__all__ = ["BACKENDS", "METHODS", "sample_latent"]
+# each built-in sampler module registers itself; this order is the order of METHODS
+for _module in ("pyro_mcmc", "ula", "kinetic", "mala", "imh", "sir", "dot"):
+    importlib.import_module(f"{__name__}.{_module}")
 
-METHODS = ("nuts", "hmc", "ula", "kinetic", "imh", "sir")
-BACKENDS = ("pyro", "numpyro")
-_NUMPYRO_METHODS = ("nuts", "hmc")
-_BATCHED = {"ula": ula.KERNEL, "kinetic": kinetic.KERNEL, "imh": imh.KERNEL, "sir": sir.KERNEL}
-# settings of the batched samplers, with their defaults
-_SETTINGS = {
-    "ula": {"step_size": 0.01, "thin": 1},
-    "kinetic": {"step_size": 0.1, "friction": 1.0, "thin": 1},
-    "imh": {"thin": 1},
-    "sir": {"num_proposals": 256},
-}
+__all__ = [
+    "BACKENDS",
+    "METHODS",
+    "SAMPLERS",
+    "SamplerSpec",
+    "get_sampler",
+    "register_sampler",
+    "sample_latent",
+    "sample_potential",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METHODS":  # derived from the registry, so that samplers registered later appear
+        return sampler_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_count(value: object, name: str, low: int) -> int:
@@ -95,18 +118,38 @@ def _plain(value: object) -> bool:
     return isinstance(value, int | float | str)
 
 
-def _settings(method: str, method_kwargs: dict) -> dict:
-    defaults = _SETTINGS[method]
-    unknown = sorted(set(method_kwargs) - set(defaults))
-    if unknown:
-        raise TypeError(f"unknown keyword argument(s) {unknown} for method {method!r} (allowed: {sorted(defaults)}).")
-    settings = {**defaults, **method_kwargs}
-    for name, value in settings.items():
-        if name in ("thin", "num_proposals"):
-            settings[name] = check_positive_int(value, name)
-        else:
-            settings[name] = check_positive_float(value, name)
-    return settings
+def _spec(method: object, backend: object) -> SamplerSpec:
+    spec = get_sampler(method)  # ValueError naming the known methods
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: expected one of {list(BACKENDS)}.")
+    return spec
+
+
+def _attrs(spec: SamplerSpec, backend: str, settings: dict, potential: CountingPotential, elapsed: float,
+           seed: int, **extra) -> dict:
+    return {
+        "method": spec.name,
+        "backend": backend,
+        **extra,
+        "num_grad_evals": int(potential.num_grad_evals),
+        "num_energy_evals": int(potential.num_evals),
+        "sampling_time": float(elapsed),
+        "seed": seed,
+        # plain settings only, bools as 0/1: netCDF attributes hold numbers and strings
+        **{k: int(v) if isinstance(v, bool) else v for k, v in settings.items() if _plain(v)},
+    }
+
+
+def _run_torch(spec: SamplerSpec, potential: CountingPotential, init: Tensor | None, num_samples: int,
+               warmup_steps: int, num_chains: int, seed: int, progress: bool, settings: dict):
+    generator, seeds = chain_seeds(seed, num_chains, potential.device)
+    if init is None:
+        init = torch.randn(num_chains, potential.latent_dim, generator=generator, dtype=potential.dtype,
+                           device=potential.device)
+    return spec.torch_runner(
+        potential, init, num_samples=num_samples, warmup_steps=warmup_steps if spec.burn_in else 0,
+        generator=generator, chain_seeds=seeds, progress=progress, **settings,
+    )
 
 
 def sample_latent(
@@ -131,32 +174,37 @@ def sample_latent(
 
     Args:
         gebm: a :class:`gebm_ppl.GEBM`.
-        method: one of ``"nuts"``, ``"hmc"``, ``"ula"``, ``"kinetic"``, ``"imh"``, ``"sir"``.
-        backend: ``"pyro"`` (torch; every method) or ``"numpyro"`` (JAX; NUTS and HMC, see
-            :func:`gebm_ppl.numpyro.mcmc.sample_latent_numpyro`).
+        method: a registered method (``gebm_ppl.sampling.METHODS``): ``"nuts"``, ``"hmc"``, ``"ula"``,
+            ``"kinetic"``, ``"mala"``, ``"imh"``, ``"sir"``, ``"dot"``, ...
+        backend: ``"pyro"`` (torch) or ``"numpyro"`` (JAX, through
+            :func:`gebm_ppl.numpyro.mcmc.sample_latent_numpyro`); ``SAMPLERS[method].backends`` lists
+            those of a method (every method but SIR has both).
         num_samples: draws kept per chain.
         warmup_steps: transitions per chain discarded first (adaptation for NUTS/HMC; burn-in for the
-            Langevin samplers and IMH; ignored by SIR, whose draws are independent).
+            Langevin samplers and IMH; ignored by SIR and DOT, whose draws are independent).
         num_chains: C ≥ 1.
         temperature: T > 0.
         init: ``[C, d]`` finite starting points; None draws them from η = N(0, I) with ``seed``.
         seed: seed of every random draw of the run (an integer ≥ 0); the global RNG state is left as is.
         progress: show a progress bar.
-        **method_kwargs: sampler settings. NUTS/HMC: keyword arguments of Pyro's
+        **method_kwargs: sampler settings, validated against ``SAMPLERS[method].options`` (their
+            defaults in ``SAMPLERS[method].defaults``). NUTS/HMC: keyword arguments of Pyro's
             :class:`~pyro.infer.mcmc.NUTS`/:class:`~pyro.infer.mcmc.HMC` (``step_size``,
             ``target_accept_prob``, ``max_tree_depth``, ``trajectory_length``, ``full_mass``, ...; Pyro's HMC
             takes int(trajectory_length / step_size) leapfrog steps, without jitter, and its default
             trajectory 2π is a full period of a mass-adapted Gaussian: prefer NUTS or set it near 2);
-            ULA: ``step_size`` (0.01), ``thin`` (1); kinetic: ``step_size`` (0.1), ``friction`` (1.0),
-            ``thin`` (1); IMH: ``thin`` (1); SIR: ``num_proposals`` (256).
+            ULA: ``step_size`` (0.01), ``step_size_decay`` (1.0), ``decay_every`` (200), ``thin`` (1);
+            kinetic: ``step_size`` (0.1), ``friction`` (1.0), the schedule, ``thin``; MALA: as ULA;
+            IMH: ``thin`` (1); SIR: ``num_proposals`` (256); DOT: ``step_size`` (0.1), ``num_steps`` (50),
+            ``lipschitz`` (None: estimated), ``lipschitz_samples`` (256).
 
     Returns:
         An ``arviz.InferenceData``.
 
     Raises:
         TypeError: ``gebm`` is not a GEBM, wrong argument types, unknown sampler settings.
-        ValueError: unknown method or backend, num_chains < 1, non-positive temperature, ``init`` of
-            the wrong shape or not finite.
+        ValueError: unknown method or backend, a method the backend lacks, num_chains < 1, non-positive
+            temperature, ``init`` of the wrong shape or not finite.
         ImportError: ``backend="numpyro"`` without JAX/NumPyro installed.
 
     Example:
@@ -168,15 +216,7 @@ def sample_latent(
     """
     if not hasattr(gebm, "latent_potential") or not hasattr(gebm, "base"):
         raise TypeError(f"'gebm' should be a gebm_ppl.GEBM. Got {type(gebm).__name__}.")
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: expected one of {list(METHODS)}.")
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: expected one of {list(BACKENDS)}.")
-    if backend == "numpyro" and method not in _NUMPYRO_METHODS:
-        raise ValueError(
-            f"method {method!r} is not available with backend 'numpyro' (expected one of {list(_NUMPYRO_METHODS)}); "
-            "use backend='pyro'."
-        )
+    spec = _spec(method, backend)
     num_samples = _check_count(num_samples, "num_samples", 1)
     warmup_steps = _check_count(warmup_steps, "warmup_steps", 0)
     num_chains = _check_count(num_chains, "num_chains", 1)
@@ -184,6 +224,7 @@ def sample_latent(
     temperature = check_positive_float(temperature, "temperature")
     if not isinstance(progress, bool):
         raise TypeError(f"'progress' should be a bool. Got {progress!r}.")
+    settings = spec.validate(method_kwargs, backend)
     potential = LatentPotential(gebm, temperature)
     d = potential.latent_dim
     if init is not None:
@@ -210,39 +251,75 @@ def sample_latent(
             **method_kwargs,
         )
 
-    if method in ("nuts", "hmc"):
-        check_kernel_kwargs(method, method_kwargs)
-        settings = {}
-    else:
-        settings = _settings(method, method_kwargs)
-    generator, seeds = chain_seeds(seed, num_chains, potential.device)
-    if init is None:
-        init = torch.randn(num_chains, d, generator=generator, dtype=potential.dtype, device=potential.device)
+    from ..inference_data import build_inference_data
+
     with sampling_mode(gebm):
-        if method in ("nuts", "hmc"):
-            z, stats, elapsed = run_pyro_mcmc(
-                potential, init, seeds, method, num_samples, warmup_steps, progress, **method_kwargs
-            )
-        else:
-            params = {k: v for k, v in settings.items() if k != "thin"}
-            z, stats, elapsed = run_batched(
-                _BATCHED[method], potential, init, num_samples,
-                0 if method == "sir" else warmup_steps,  # SIR draws are independent: nothing to burn in
-                generator, settings.get("thin", 1), progress, **params,
-            )
+        z, stats, elapsed = _run_torch(spec, potential, init, num_samples, warmup_steps, num_chains, seed,
+                                       progress, settings)
         x = data_space(gebm, z)
-    attrs = {
-        "method": method,
-        "backend": backend,
-        "temperature": temperature,
-        "num_grad_evals": int(potential.num_grad_evals),
-        "sampling_time": float(elapsed),
-        "seed": seed,
-        # plain settings only, bools as 0/1: netCDF attributes hold numbers and strings
-        **{k: int(v) if isinstance(v, bool) else v for k, v in method_kwargs.items() if _plain(v)},
-        **settings,
-    }
-    if method in ("imh", "sir"):
-        attrs["num_energy_evals"] = int(potential.num_evals)
+    attrs = _attrs(spec, backend, settings, potential, elapsed, seed, temperature=temperature)
     return build_inference_data(z, x, stats, attrs)
 
+
+def sample_potential(
+    potential_fn: Callable,
+    init,
+    method: str = "ula",
+    backend: str = "pyro",
+    num_samples: int = 1000,
+    warmup_steps: int = 500,
+    *,
+    seed: int = 0,
+    progress: bool = False,
+    forward: Callable | None = None,
+    **method_kwargs,
+):
+    """Sample ν(z) ∝ exp(−U(z)) for any latent potential U = ``potential_fn`` with a registered sampler.
+
+    The samplers' maths needs only U (and ∇U by autodiff): this runs them on any potential, not only a
+    GEBM's. IMH, SIR and DOT treat V(z) = U(z) − ½‖z‖² as the energy term over the prior N(0, I).
+
+    Args:
+        potential_fn: U, ``[..., d] → [...]``: a differentiable torch function for ``backend="pyro"``, a
+            JAX function for ``backend="numpyro"``.
+        init: starting points ``[C, d]`` (they fix the number of chains C and d), a tensor or array.
+        method, backend, num_samples, warmup_steps, seed, progress, **method_kwargs: as in
+            :func:`sample_latent`.
+        forward: optional map z → x stored as the posterior ``x`` (default: x = z).
+
+    Returns:
+        An ``arviz.InferenceData`` in the layout of :func:`sample_latent` (without ``temperature``).
+
+    Example:
+        >>> import torch
+        >>> from gebm_ppl.sampling import sample_potential
+        >>> idata = sample_potential(lambda z: 0.5 * (z * z).sum(-1), torch.zeros(2, 3), "mala",
+        ...                          num_samples=10, warmup_steps=5, step_size=0.5)
+        >>> idata.posterior["z"].shape
+        (2, 10, 3)
+    """
+    if not callable(potential_fn):
+        raise TypeError(f"'potential_fn' should be callable. Got {type(potential_fn).__name__}.")
+    spec = _spec(method, backend)
+    num_samples = _check_count(num_samples, "num_samples", 1)
+    warmup_steps = _check_count(warmup_steps, "warmup_steps", 0)
+    seed = _check_count(seed, "seed", 0)
+    settings = spec.validate(method_kwargs, backend)
+    if backend == "numpyro":
+        from gebm_ppl.numpyro.mcmc import sample_potential_numpyro
+
+        return sample_potential_numpyro(potential_fn, init, method, num_samples, warmup_steps, seed=seed,
+                                        progress=progress, forward=forward, **method_kwargs)
+    from ..inference_data import build_inference_data
+
+    if not isinstance(init, Tensor):
+        init = torch.as_tensor(init, dtype=torch.get_default_dtype())
+    if init.dim() != 2:
+        raise ValueError(f"'init' should have shape [num_chains, d]. Got {tuple(init.shape)}.")
+    init = _check_init(init, init.shape[0], init.shape[1], init.dtype, init.device)
+    potential = CountingPotential(potential_fn, init.shape[1], init.dtype, init.device)
+    z, stats, elapsed = _run_torch(spec, potential, init, num_samples, warmup_steps, init.shape[0], seed,
+                                   progress, settings)
+    with torch.no_grad():
+        x = z if forward is None else forward(z)
+    return build_inference_data(z, x, stats, _attrs(spec, backend, settings, potential, elapsed, seed))

@@ -1,18 +1,20 @@
-"""Shared sampling machinery: the latent potential, the batched chain driver and the InferenceData builder."""
+"""Shared sampling machinery: counted potentials, the batched chain driver (with step-size schedules) and seeds."""
 
 from __future__ import annotations
 
 import contextlib
 import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from ..inference_data import build_inference_data
+from .registry import scheduled_step_size
+
 __all__ = [
+    "CountingPotential",
     "Kernel",
     "LatentPotential",
     "build_inference_data",
@@ -24,12 +26,41 @@ __all__ = [
 ]
 
 
-class LatentPotential:
+class CountingPotential:
+    """A latent potential ``potential_fn: [..., d] → [...]`` (U, with ν ∝ e^{−U}) that counts its evaluations.
+
+    ``num_evals`` counts single-point evaluations (a ``[C, d]`` batch counts C), and ``num_grad_evals``
+    those of them made by :func:`potential_and_grad` (an evaluation with its gradient).
+
+    Args:
+        potential_fn: any differentiable torch function of the latent points.
+        latent_dim: d.
+        dtype, device: those of the latent points.
+    """
+
+    def __init__(
+        self,
+        potential_fn: Callable[[Tensor], Tensor],
+        latent_dim: int,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str = "cpu",
+    ):
+        self.potential_fn = potential_fn
+        self.latent_dim = int(latent_dim)
+        self.dtype = dtype or torch.get_default_dtype()
+        self.device = torch.device(device)
+        self.num_evals = 0
+        self.num_grad_evals = 0
+
+    def __call__(self, z: Tensor) -> Tensor:
+        self.num_evals += z[..., 0].numel()
+        return self.potential_fn(z)
+
+
+class LatentPotential(CountingPotential):
     """U(z) = ½‖z‖² + T·E(G_θ(z)), ``[..., d] → [...]``, counting the points it is evaluated at.
 
     The latent posterior is ν(z) ∝ exp(−U(z)); if z ∼ ν (and T = 1) then G_θ(z) ∼ Q.
-    ``num_evals`` counts single-point evaluations (a ``[C, d]`` batch counts C), and ``num_grad_evals``
-    those of them made by :func:`potential_and_grad` (an evaluation with its gradient).
 
     Args:
         gebm: a :class:`gebm_ppl.GEBM` (put it in eval mode, e.g. with :func:`sampling_mode`).
@@ -37,17 +68,17 @@ class LatentPotential:
     """
 
     def __init__(self, gebm, temperature: float = 1.0):
+        p = next(gebm.parameters(), None)
+        super().__init__(
+            self._potential,
+            gebm.latent_dim,
+            p.dtype if p is not None else torch.get_default_dtype(),
+            p.device if p is not None else torch.device("cpu"),
+        )
         self.gebm = gebm
         self.temperature = float(temperature)
-        self.num_evals = 0
-        self.num_grad_evals = 0
-        p = next(gebm.parameters(), None)
-        self.dtype = p.dtype if p is not None else torch.get_default_dtype()
-        self.device = p.device if p is not None else torch.device("cpu")
-        self.latent_dim = gebm.latent_dim
 
-    def __call__(self, z: Tensor) -> Tensor:
-        self.num_evals += z[..., 0].numel()
+    def _potential(self, z: Tensor) -> Tensor:
         return self.gebm.latent_potential(z, self.temperature)
 
 
@@ -57,7 +88,7 @@ def potential_and_grad(potential: Callable[[Tensor], Tensor], z: Tensor) -> tupl
         z = z.detach().requires_grad_(True)
         u = potential(z)
         (grad,) = torch.autograd.grad(u.sum(), z)
-    if isinstance(potential, LatentPotential):
+    if isinstance(potential, CountingPotential):
         potential.num_grad_evals += z.shape[0]
     return u.detach(), grad.detach()
 
@@ -94,7 +125,7 @@ class Kernel(NamedTuple):
     """A batched latent-space sampler, NumPyro style (see :func:`run_batched`).
 
     Fields:
-        init: ``init(z, potential, **params) -> state``; ``z`` is ``[C, d]``.
+        init: ``init(z, potential, generator=..., **params) -> state``; ``z`` is ``[C, d]``.
         step: ``step(state, potential, generator, **params) -> state``, one transition of every chain.
         stats: ``stats(state) -> {name: [C] tensor}``, the per-draw sample statistics.
     """
@@ -118,11 +149,17 @@ def run_batched(
     """Run a batched kernel: ``warmup_steps`` discarded transitions, then ``num_samples`` draws, each
     kept after ``thin`` transitions.
 
+    With ``step_size``, ``step_size_decay`` ρ and ``decay_every`` k among the settings, transition t
+    (0, 1, ..., warmup included) uses γ_t = γ₀ ρ^⌊t/k⌋, recorded per draw as the statistic ``step_size``.
+
     Returns:
         z ``[C, num_samples, d]``, sample statistics ``{name: [C, num_samples]}``, wall time in seconds.
     """
     start = time.perf_counter()
-    state = kernel.init(z0, potential, **params)
+    schedule = None
+    if "step_size" in params and "step_size_decay" in params:
+        schedule = (params["step_size"], params.pop("step_size_decay", 1.0), params.pop("decay_every", 1))
+    state = kernel.init(z0, potential, generator=generator, **params)
     total = warmup_steps + num_samples * thin
     draws, stats = [], []
     bar = None
@@ -132,6 +169,8 @@ def run_batched(
         bar = tqdm(total=total, desc="sampling")
     try:
         for i in range(total):
+            if schedule is not None:
+                params["step_size"] = scheduled_step_size(*schedule, i)
             state = kernel.step(state, potential, generator, **params)
             if not bool(torch.isfinite(state.z).all()):
                 bad = (~torch.isfinite(state.z)).any(-1).nonzero().flatten().tolist()
@@ -143,6 +182,8 @@ def run_batched(
             if k > 0 and k % thin == 0:
                 draws.append(state.z)
                 stats.append(kernel.stats(state))
+                if schedule is not None:
+                    stats[-1]["step_size"] = torch.full(state.z.shape[:1], float(params["step_size"]), dtype=torch.float64)
             if bar is not None:
                 bar.update(1)
     finally:
@@ -151,50 +192,6 @@ def run_batched(
     z = torch.stack(draws, 1)
     sample_stats = {name: torch.stack([s[name] for s in stats], 1) for name in stats[0]}
     return z, sample_stats, time.perf_counter() - start
-
-
-def _numpy(value: Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(value, Tensor):
-        return value.detach().cpu().numpy()  # dtypes kept: float32/64, int64 (step counts), bool (flags)
-    return np.asarray(value)
-
-
-def build_inference_data(
-    z: Tensor | np.ndarray,
-    x: Tensor | np.ndarray,
-    sample_stats: Mapping[str, Tensor | np.ndarray],
-    attrs: Mapping[str, Any],
-):
-    """The :class:`arviz.InferenceData` of a latent-space run (layout in :mod:`gebm_ppl.sampling`).
-
-    Args:
-        z: latent draws ``[chain, draw, d]``.
-        x: data-space draws G_θ(z) ``[chain, draw, D]``.
-        sample_stats: per-draw statistics ``{name: [chain, draw]}``.
-        attrs: run attributes (strings and numbers); set on the InferenceData and on both groups.
-    """
-    import arviz as az
-
-    posterior = {"z": _numpy(z), "x": _numpy(x)}
-    stats = {name: _numpy(v) for name, v in sample_stats.items()}
-    dims = {"z": ["z_dim"], "x": ["x_dim"]}
-    attrs = dict(attrs)
-    if int(az.__version__.split(".")[0]) >= 1:  # ArviZ 1.x: one dict of groups, returns a DataTree
-        idata = az.from_dict({"posterior": posterior, "sample_stats": stats}, dims=dims)
-        for node in (idata, idata["posterior"], idata["sample_stats"]):
-            node.attrs.update(attrs)
-        return idata
-    with warnings.catch_warnings():
-        # ArviZ guesses the layout from the shapes; ours is (chain, draw, ...) by construction.
-        warnings.filterwarnings("ignore", message="More chains .* than draws", category=UserWarning)
-        return az.from_dict(
-            posterior=posterior,
-            sample_stats=stats,
-            dims=dims,
-            attrs=dict(attrs),
-            posterior_attrs=dict(attrs),
-            sample_stats_attrs=dict(attrs),
-        )
 
 
 def data_space(gebm, z: Tensor, batch_size: int = 65536) -> Tensor:

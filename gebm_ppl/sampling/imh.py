@@ -9,8 +9,9 @@ import torch
 from torch import Tensor
 
 from .driver import Kernel
+from .registry import Option, SamplerSpec, batched_runner, register_sampler
 
-__all__ = ["IMHState", "init", "step", "stats", "KERNEL"]
+__all__ = ["IMHState", "init", "step", "stats", "KERNEL", "SPEC"]
 
 
 class IMHState(NamedTuple):
@@ -71,3 +72,15 @@ def stats(state: IMHState) -> dict[str, Tensor]:
 
 
 KERNEL = Kernel(init, step, stats)
+
+SPEC = register_sampler(
+    SamplerSpec(
+        name="imh",
+        summary="independent Metropolis-Hastings, prior proposals (MH-GAN style)",
+        gradient_based=False,
+        options=(Option("thin", int, 1, "transitions per kept draw", minimum=1),),
+        torch_runner=batched_runner(KERNEL),
+        jax_kernel="gebm_ppl.numpyro.kernels:IMH",
+        stats=("lp", "acceptance_rate", "accepted"),
+    )
+)

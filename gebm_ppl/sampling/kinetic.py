@@ -10,8 +10,9 @@ import torch
 from torch import Tensor
 
 from .driver import Kernel, potential_and_grad
+from .registry import SCHEDULE_OPTIONS, Option, SamplerSpec, batched_runner, register_sampler
 
-__all__ = ["KineticState", "init", "step", "stats", "KERNEL"]
+__all__ = ["KineticState", "init", "step", "stats", "KERNEL", "SPEC"]
 
 
 class KineticState(NamedTuple):
@@ -48,7 +49,7 @@ def step(
     """One step of the splitting A(h/2) B(h/2) O(h) B(h/2) A(h/2) of underdamped Langevin dynamics.
 
     dz = v dt, dv = −∇U(z) dt − κ v dt + √(2κ) dW (unit mass, target ∝ exp(−U(z) − ½‖v‖²)).
-    With step h and friction κ (Arbel et al.'s sampler, DESIGN.md §6): a half step in z, the gradient
+    With step h and friction κ (the scheme of Arbel et al.'s code): a half step in z, the gradient
     at the midpoint, the Ornstein–Uhlenbeck refresh v ← e^{−κh}(v − (h/2)∇U) + √(1 − e^{−2κh}) ξ,
     another half kick v ← v − (h/2)∇U and a half step in z. The state holds the midpoints, so that the
     two half steps in z between consecutive gradients merge into one full step: the chain is the same,
@@ -71,3 +72,20 @@ def stats(state: KineticState) -> dict[str, Tensor]:
 
 
 KERNEL = Kernel(init, step, stats)
+
+SPEC = register_sampler(
+    SamplerSpec(
+        name="kinetic",
+        summary="underdamped (kinetic) Langevin",
+        gradient_based=True,
+        options=(
+            Option("step_size", float, 0.1, "step size h"),
+            Option("friction", float, 1.0, "friction kappa"),
+            *SCHEDULE_OPTIONS,
+            Option("thin", int, 1, "transitions per kept draw", minimum=1),
+        ),
+        torch_runner=batched_runner(KERNEL),
+        jax_kernel="gebm_ppl.numpyro.kernels:Kinetic",
+        stats=("lp", "step_size"),
+    )
+)

@@ -9,8 +9,9 @@ import torch
 from torch import Tensor
 
 from .driver import Kernel
+from .registry import Option, SamplerSpec, batched_runner, register_sampler
 
-__all__ = ["SIRState", "init", "step", "stats", "KERNEL"]
+__all__ = ["SIRState", "init", "step", "stats", "KERNEL", "SPEC"]
 
 
 class SIRState(NamedTuple):
@@ -68,3 +69,14 @@ def stats(state: SIRState) -> dict[str, Tensor]:
 
 KERNEL = Kernel(init, step, stats)
 
+SPEC = register_sampler(
+    SamplerSpec(
+        name="sir",
+        summary="sampling-importance-resampling from prior proposals",
+        gradient_based=False,
+        options=(Option("num_proposals", int, 256, "prior proposals per kept draw", minimum=1),),
+        torch_runner=batched_runner(KERNEL),
+        burn_in=False,  # SIR draws are independent: nothing to burn in
+        stats=("lp", "importance_ess"),
+    )
+)

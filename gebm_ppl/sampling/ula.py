@@ -10,8 +10,9 @@ import torch
 from torch import Tensor
 
 from .driver import Kernel, potential_and_grad
+from .registry import SCHEDULE_OPTIONS, Option, SamplerSpec, batched_runner, register_sampler
 
-__all__ = ["ULAState", "init", "step", "stats", "KERNEL"]
+__all__ = ["ULAState", "init", "step", "stats", "KERNEL", "SPEC"]
 
 
 class ULAState(NamedTuple):
@@ -59,3 +60,19 @@ def stats(state: ULAState) -> dict[str, Tensor]:
 
 
 KERNEL = Kernel(init, step, stats)
+
+SPEC = register_sampler(
+    SamplerSpec(
+        name="ula",
+        summary="overdamped (unadjusted) Langevin",
+        gradient_based=True,
+        options=(
+            Option("step_size", float, 0.01, "Langevin step size gamma"),
+            *SCHEDULE_OPTIONS,
+            Option("thin", int, 1, "transitions per kept draw", minimum=1),
+        ),
+        torch_runner=batched_runner(KERNEL),
+        jax_kernel="gebm_ppl.numpyro.kernels:ULA",
+        stats=("lp", "step_size"),
+    )
+)
