@@ -186,6 +186,11 @@ def test_classifier_accuracy_cache_and_determinism(digits, cache, classifier):
     assert load_classifier(digits, seed=0, cache_dir=cache).info["from_cache"]
 
 
+def test_public_names():
+    assert gp.metrics.sample_quality is sample_quality and gp.metrics.load_classifier is load_classifier
+    assert "metrics" in dir(gp) and "toys" in dir(gp)
+
+
 def test_classifier_refuses_wrong_shapes(classifier):
     with pytest.raises(ValueError, match=r"\[N, 64\] \(image_shape \(1, 8, 8\)\)"):
         classifier.features(np.zeros((3, 63), np.float32))
