@@ -30,6 +30,7 @@ _LAZY = {
     "TrainingHistory": "gebm_ppl.training",
     "sample_latent": "gebm_ppl.sampling",
     "GEBMReparam": "gebm_ppl.reparam",
+    "from_pyro": "gebm_ppl.reparam",
     "to_jax": "gebm_ppl.jax",
     "evaluate_gebm": "gebm_ppl.evaluation",
 }
@@ -45,6 +46,7 @@ _LAZY_MODULES = {
     "sampling",
     "toys",
     "training",
+    "units",
     "userdata",
 }
 
@@ -69,6 +71,7 @@ __all__ = [
     "fit_adversarial",
     "fit_kale",
     "fit_mle",
+    "from_pyro",
     "gradient_penalty",
     "kale_base_loss",
     "kale_energy_loss",

@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -150,3 +152,125 @@ def test_initial_value_is_mapped_to_the_latent():
     torch.testing.assert_close(tr.nodes["x_latent"]["value"], gebm.base.inverse(x0)[0])
     assert not tr.nodes["x_latent"]["is_observed"]
     assert math.isfinite(float(tr.log_prob_sum().detach()))
+
+
+# ------------------------------------------------------------------------------------------ k-event sites
+def _gaussian_latent_log_density(case, z: torch.Tensor) -> torch.Tensor:
+    """log ν(z) of the closed-form Gaussian GEBM: ν = N(μ_z, Σ_z), normalised because A is exact."""
+    return dist.MultivariateNormal(case.latent_mean, case.latent_cov).log_prob(z)
+
+
+def test_k_event_site_subtracts_k_log_partitions_pyro():
+    # k = 4 independent GEBM draws as one event: the reparameterised site's log-density (latent normal +
+    # factor) must be Σᵢ log ν(zᵢ), the exact latent density, which needs Σᵢ (−E(G zᵢ) − A) = ... − k·A.
+    from common import gaussian_case
+
+    case = gaussian_case(dim=3, seed=5)
+    assert abs(case.log_partition) > 0.3  # a wrong multiple of A would show
+
+    def model():
+        pyro.sample("x", case.gebm.distribution().expand([4]).to_event(1))
+
+    tr = poutine.trace(poutine.reparam(model, config={"x": gp.GEBMReparam()})).get_trace()
+    z = tr.nodes["x_latent"]["value"]
+    assert z.shape == (4, 3) and tr.nodes["x"]["value"].shape == (4, 3)
+    tr.compute_log_prob()
+    got = tr.nodes["x_latent"]["log_prob_sum"] + tr.nodes["x_energy"]["log_prob_sum"]
+    expected = _gaussian_latent_log_density(case, z).sum()
+    torch.testing.assert_close(got.detach(), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_k_event_site_subtracts_k_log_partitions_numpyro():
+    pytest.importorskip("numpyro")
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    from common import gaussian_case
+    from numpyro import handlers
+
+    from gebm_ppl.numpyro import GEBMDistribution
+    from gebm_ppl.numpyro import GEBMReparam as NumPyroGEBMReparam
+
+    case = gaussian_case(dim=3, seed=5)
+    prior = GEBMDistribution(case.gebm)
+
+    def model():
+        numpyro.sample("x", prior.expand([4]).to_event(1))
+
+    reparam_model = handlers.reparam(model, config={"x": NumPyroGEBMReparam()})
+    tr = handlers.trace(handlers.seed(reparam_model, 0)).get_trace()
+    z = np.asarray(tr["x_latent"]["value"], dtype=np.float64)
+    assert z.shape == (4, 3) and tr["x"]["type"] == "deterministic" and tr["x"]["value"].shape == (4, 3)
+    got = sum(float(jnp.sum(tr[k]["fn"].log_prob(tr[k]["value"]))) for k in ("x_latent", "x_energy"))
+    expected = float(_gaussian_latent_log_density(case, torch.as_tensor(z)).sum())
+    assert got == pytest.approx(expected, rel=1e-5, abs=1e-4)  # the JAX twin runs in float32
+    np.testing.assert_allclose(np.asarray(tr["x"]["value"]), case.gebm.base(torch.as_tensor(z)).detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
+    assert jax.numpy.ndim(tr["x_energy"]["fn"].log_prob(tr["x_energy"]["value"])) == 0
+
+
+# ------------------------------------------------------------------------------------------ ArviZ
+def _pyro_mcmc(case, y, chains=1, draws=15):
+    def model(y):
+        x = pyro.sample("x", case.gebm.distribution())
+        pyro.sample("y", dist.Normal(x[..., :2], 0.3).to_event(1), obs=y)
+
+    reparam_model = poutine.reparam(model, config={"x": gp.GEBMReparam()})
+    pyro.set_rng_seed(0)
+    mcmc = MCMC(NUTS(reparam_model), num_samples=draws, warmup_steps=draws, num_chains=chains, disable_progbar=True)
+    mcmc.run(y)
+    return mcmc
+
+
+def test_arviz_posterior_holds_x_pyro():
+    # The GEBM's weights require grad (as after training): the trace's x must still convert to numpy,
+    # x must be in the posterior (x = G(x_latent) draw by draw), and observed data / log-likelihood
+    # hold only y (not x nor the factor x_energy).
+    import arviz as az
+    from common import gaussian_case
+
+    case = gaussian_case(dim=3, seed=6)
+    assert all(p.requires_grad for p in case.gebm.parameters())
+    y = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    mcmc = _pyro_mcmc(case, y, chains=1)
+    plain = az.from_pyro(mcmc)  # crashed before: "Can't call numpy() on Tensor that requires grad"
+    assert "x_latent" in plain.posterior
+    idata = gp.from_pyro(mcmc)
+    post = idata.posterior
+    assert post["x"].shape == (1, 15, 3) and post["x_latent"].shape == (1, 15, 3)
+    with torch.no_grad():
+        expected = case.gebm.base(torch.as_tensor(post["x_latent"].values))
+    np.testing.assert_allclose(post["x"].values, expected.numpy(), rtol=1e-10)
+    assert list(idata.observed_data.data_vars) == ["y"]
+    np.testing.assert_allclose(idata.observed_data["y"].values, y.numpy())
+    assert list(idata.log_likelihood.data_vars) == ["y"]
+    assert all(p.requires_grad for p in case.gebm.parameters())  # restored after the frozen computation
+
+
+def test_arviz_posterior_holds_x_numpyro():
+    pytest.importorskip("numpyro")
+    import arviz as az
+    import jax
+    import numpyro
+    from common import gaussian_case
+    from numpyro.infer import MCMC as NumPyroMCMC
+    from numpyro.infer import NUTS as NumPyroNUTS
+
+    from gebm_ppl.numpyro import GEBMDistribution
+    from gebm_ppl.numpyro import GEBMReparam as NumPyroGEBMReparam
+
+    case = gaussian_case(dim=3, seed=6)
+    prior = GEBMDistribution(case.gebm)
+
+    def model(y):
+        x = numpyro.sample("x", prior)
+        numpyro.sample("y", numpyro.distributions.Normal(x[..., :2], 0.3).to_event(1), obs=y)
+
+    reparam_model = numpyro.handlers.reparam(model, config={"x": NumPyroGEBMReparam()})
+    mcmc = NumPyroMCMC(NumPyroNUTS(reparam_model), num_warmup=15, num_samples=15, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0), jax.numpy.array([0.3, -0.2]))
+    post = az.from_numpyro(mcmc).posterior
+    assert post["x"].shape == (1, 15, 3) and post["x_latent"].shape == (1, 15, 3)
+    with torch.no_grad():
+        expected = case.gebm.base(torch.as_tensor(np.asarray(post["x_latent"].values, dtype=np.float64)))
+    np.testing.assert_allclose(post["x"].values, expected.numpy(), rtol=1e-4, atol=1e-5)

@@ -20,7 +20,11 @@ class GEBMReparam(Reparam):
 
     * ``z = numpyro.sample(f"{name}_latent", N(0, I))`` (shape ``batch_shape + (d,)``),
     * ``numpyro.factor(f"{name}_energy", −E(G_θ(z)) − A)``,
-    * ``x = G_θ(z)``, recorded as a deterministic site under the original name.
+    * ``x = G_θ(z)``, recorded as a deterministic site under the original name (so NumPyro's MCMC
+      stores it and ``arviz.from_numpyro`` puts it in the posterior beside ``x_latent``).
+
+    With a ``.to_event(k)`` around the GEBM (e.g. ``GEBMDistribution(gebm).expand([k]).to_event(1)``:
+    k independent GEBM draws as one event) the factor is Σᵢ (−E(G_θ(zᵢ)) − A), subtracting k·A.
 
     The density in z is η(z)·exp(−E(G_θ(z)) − A), whose push-forward by G_θ is the GEBM Q (Arbel,
     Zhou & Gretton, 2021, https://arxiv.org/abs/2003.05033): the same model after the change of
@@ -67,6 +71,8 @@ class GEBMReparam(Reparam):
         prior = dist.Normal(jnp.zeros((), gebm.dtype), 1.0).expand(shape).to_event(event_dim)
         z = numpyro.sample(f"{name}_latent", prior)
         x = gebm.forward(z)
-        energy = sum_rightmost(gebm.energy(x), event_dim - 1)
-        numpyro.factor(f"{name}_energy", -energy - gebm_dist.log_partition)
+        # one factor −E(G_θ(zᵢ)) − A per GEBM draw, summed over the event dims added by .to_event():
+        # k independent draws in one event subtract k·A, as k separate sites would
+        log_factor = sum_rightmost(-gebm.energy(x) - gebm_dist.log_partition, event_dim - 1)
+        numpyro.factor(f"{name}_energy", log_factor)
         return None, x
