@@ -19,10 +19,8 @@ from pathlib import Path
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "UsageError", "build_parser", "main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-METHODS = ("nuts", "hmc", "ula", "kinetic", "imh", "sir")
 BACKENDS = ("pyro", "numpyro")
 SPLITS = ("train", "val", "test")
-NUMPYRO_METHODS = ("nuts", "hmc")
 SAMPLE_SUFFIXES = (".h5", ".hdf5")
 
 
@@ -179,19 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
         "Draw samples of a fitted GEBM by MCMC on the latent posterior nu(z) ~ N(z; 0, I) exp(-T E(G(z)))\n"
         "(x = G(z) is then a GEBM sample). Writes the draws to an HDF5 file (posterior/z, posterior/x in\n"
         "the whitened space, x_original in the data's units, sample_stats/*) and the ArviZ InferenceData\n"
-        "to netCDF beside it. --backend numpyro (NUTS/HMC only) needs JAX and NumPyro installed.",
+        "to netCDF beside it. --backend numpyro (every method but sir) needs JAX and NumPyro installed.",
     )
     sa.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'gebm fit'")
     sa.add_argument("-n", "--num-samples", type=_positive_int, default=1000, metavar="N",
                     help="draws kept per chain")
     sa.add_argument("--warmup", type=_nonnegative_int, default=500, metavar="W",
                     help="warm-up (adaptation / burn-in) steps per chain, discarded")
-    sa.add_argument("--method", choices=METHODS, default="nuts",
-                    help="nuts/hmc: Hamiltonian Monte Carlo; ula: overdamped Langevin; kinetic: "
-                         "underdamped Langevin; imh: independent Metropolis-Hastings; sir: "
-                         "sampling-importance-resampling")
+    from .sampling.registry import methods_help, sampler_names  # the sampler registry: choices and help
+
+    sa.add_argument("--method", choices=sampler_names(), default="nuts", help=methods_help().replace("%", "%%"))
     sa.add_argument("--backend", choices=BACKENDS, default="pyro",
-                    help="pyro (torch) or numpyro (JAX, JIT-compiled; nuts and hmc only)")
+                    help="pyro (torch) or numpyro (JAX, JIT-compiled; every method but sir)")
     sa.add_argument("--chains", type=_positive_int, default=4, metavar="C", help="number of chains")
     sa.add_argument("--temperature", type=_positive_float, default=1.0, metavar="T",
                     help="energy temperature T (1 samples the model itself)")
@@ -346,17 +343,26 @@ def _run_evaluate(args, run) -> int:
     return EXIT_OK
 
 
+def _takes_step_size(method: str) -> bool:
+    from .sampling.registry import get_sampler
+
+    spec = get_sampler(method)
+    return spec.passthrough is not None or "step_size" in spec.defaults
+
+
 def _prepare_sample(args):
     from . import runs
 
     if args.backend == "numpyro":
-        if args.method not in NUMPYRO_METHODS:
-            methods = " or ".join(NUMPYRO_METHODS)
+        from .sampling.registry import sampler_names
+
+        if args.method not in sampler_names("numpyro"):
+            methods = ", ".join(sampler_names("numpyro"))
             raise UsageError(f"--backend numpyro supports --method {methods}, not {args.method!r}.")
         _check_numpyro()
     if args.friction is not None and args.method != "kinetic":
         raise UsageError(f"--friction applies to --method kinetic, not {args.method!r}.")
-    if args.step_size is not None and args.method in ("imh", "sir"):
+    if args.step_size is not None and not _takes_step_size(args.method):
         raise UsageError(f"--step-size does not apply to --method {args.method!r} (it takes no steps).")
     kwargs = _parse_options(args.options)
     for name in ("step_size", "friction"):

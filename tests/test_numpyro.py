@@ -128,8 +128,10 @@ def test_bad_input(gaussian):
         sample_latent_numpyro(gebm, num_chains=2, init=np.zeros((2, 4)))
     with pytest.raises(ValueError, match="NaN"):
         sample_latent_numpyro(gebm, num_chains=1, init=np.full((1, 3), np.nan))
-    with pytest.raises(ValueError, match="'method'"):
-        sample_latent_numpyro(gebm, method="ula")
+    with pytest.raises(ValueError, match="method 'sir' is not available with backend 'numpyro'"):
+        sample_latent_numpyro(gebm, method="sir")
+    with pytest.raises(ValueError, match="unknown method 'gibbs'"):
+        sample_latent_numpyro(gebm, method="gibbs")
     with pytest.raises(ValueError, match="'chain_method'"):
         sample_latent_numpyro(gebm, chain_method="sequential-ish")
     with pytest.raises(TypeError, match="max_depth"):
@@ -139,7 +141,7 @@ def test_bad_input(gaussian):
     with pytest.raises(ValueError, match="'num_chains'"):
         sample_latent_numpyro(gebm, num_chains=0)
     with pytest.raises(ValueError, match="not available with backend 'numpyro'"):
-        gp.sample_latent(gebm, "ula", backend="numpyro")
+        gp.sample_latent(gebm, "sir", backend="numpyro")
     with pytest.raises(TypeError, match="_Odd"):
 
         class _Odd(torch.nn.Module):

@@ -306,7 +306,7 @@ def test_init_is_used_as_the_starting_point():
         (dict(num_chains=1.5), TypeError, "num_chains"),
         (dict(method="gibbs"), ValueError, "unknown method 'gibbs'"),
         (dict(backend="stan"), ValueError, "unknown backend 'stan'"),
-        (dict(method="ula", backend="numpyro"), ValueError, "not available with backend 'numpyro'"),
+        (dict(method="sir", backend="numpyro"), ValueError, "not available with backend 'numpyro'"),
         (dict(init=torch.tensor([[0.0, math.nan], [0.0, 0.0]])), ValueError, "'init' contains NaN or inf"),
         (dict(init=torch.tensor([[0.0, math.inf], [0.0, 0.0]])), ValueError, "'init' contains NaN or inf"),
         (dict(init=torch.zeros(3, 2)), ValueError, r"'init' should have shape \[num_chains, d\] = \[2, 2\]"),

@@ -38,7 +38,7 @@ InferenceData layout (shared by both backends):
     refresh, NumPyro at the selected point; both give ArviZ's E-BFMI), and for NUTS ``tree_depth``
     (the number of tree doublings, ⌈log₂(n_steps + 1)⌉);
     The Pyro backend reads Pyro's public diagnostics, which count accepted transitions: there
-    ``accepted`` (bool) is recorded and ``acceptance_rate`` is its 0/1 value (its mean over draws is
+    ``acceptance_rate`` is 1.0 for an accepted transition and 0.0 otherwise (its mean over draws is
     Pyro's acceptance rate); NumPyro records the acceptance probability itself;
   - MALA, IMH: ``accepted`` (bool) and ``acceptance_rate`` (the acceptance probability);
   - ULA, kinetic, MALA: ``step_size`` (the scheduled step of the transition);

@@ -3,8 +3,8 @@
 Per-draw statistics come from Pyro's public interfaces only: ``MCMC(hook_fn=...)`` is called after
 every transition with the kernel and the new point; the kernel's ``diagnostics()`` (divergences, the
 acceptance count) and ``step_size``; the potential function (ours: it counts gradient evaluations and
-caches U at the points it is evaluated at); and an effect handler (a :class:`pyro.poutine.messenger.Messenger`)
-that observes the momentum draw ``r_t=…`` of each transition, from which the Hamiltonian at its start
+caches U at the points it is evaluated at); and an effect handler (a :class:`pyro.poutine.messenger.Messenger`,
+entered around the kernel's public ``sample``) that observes the momentum draw ``r_t=…`` of each transition, from which the Hamiltonian at its start
 is U(z) + ½‖r‖² (Pyro draws r ∼ N(0, I) and scales it by the mass matrix, so K = ½‖r‖² in those units).
 """
 
@@ -26,6 +26,26 @@ from .registry import SamplerSpec, register_sampler
 __all__ = ["SPECS", "check_kernel_kwargs", "run_pyro_mcmc"]
 
 _KERNELS = {"nuts": NUTS, "hmc": HMC}
+
+
+def _observed(kernel_class: type) -> type:
+    """Pyro's NUTS/HMC whose public ``sample`` runs under a :class:`_MomentumRecorder` (``MCMC.run`` blocks
+    handlers installed outside it, so the handler is entered per transition)."""
+
+    class Observed(kernel_class):
+        def __init__(self, *args, momentum: Messenger, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.momentum = momentum
+
+        def sample(self, params):
+            with self.momentum:
+                return super().sample(params)
+
+    Observed.__name__ = Observed.__qualname__ = f"Observed{kernel_class.__name__}"
+    return Observed
+
+
+_OBSERVED = {name: _observed(cls) for name, cls in _KERNELS.items()}
 
 
 class _MomentumRecorder(Messenger):
@@ -136,13 +156,13 @@ def run_pyro_mcmc(
 
     Returns:
         z ``[C, num_samples, d]``, sample statistics ``{name: [C, num_samples]}``, wall time in seconds.
-        Statistics: ``diverging``, ``accepted`` (the transition moved, from Pyro's acceptance count),
-        ``acceptance_rate`` (``accepted`` as 0/1: its mean over draws is Pyro's acceptance rate),
+        Statistics: ``diverging``, ``acceptance_rate`` (1.0 if the transition was accepted, from Pyro's
+        acceptance count, else 0.0: its mean over draws is Pyro's acceptance rate),
         ``step_size``, ``n_steps`` (gradient evaluations), ``lp`` = −U, ``energy`` (the Hamiltonian at
         the start of the transition, after the momentum refresh) and for NUTS ``tree_depth``.
     """
     check_kernel_kwargs(method, kernel_kwargs)
-    cls = _KERNELS[method]
+    cls = _OBSERVED[method]
     cache: dict[bytes, float] = {}
 
     def potential_fn(params: dict) -> Tensor:
@@ -155,8 +175,8 @@ def run_pyro_mcmc(
     start = time.perf_counter()
     draws, records = [], []
     for c, chain_seed in enumerate(chain_seeds):
-        kernel = cls(potential_fn=potential_fn, **kernel_kwargs)
         recorder = _Recorder(potential, cache, warmup_steps)
+        kernel = cls(potential_fn=potential_fn, momentum=recorder.momentum, **kernel_kwargs)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(chain_seed)
             mcmc = MCMC(
@@ -168,10 +188,9 @@ def run_pyro_mcmc(
                 disable_progbar=not progress,
                 hook_fn=recorder,
             )
-            with recorder.momentum:
-                cache.clear()
-                recorder.start(init[c].detach())
-                mcmc.run()
+            cache.clear()
+            recorder.start(init[c].detach())
+            mcmc.run()
         draws.append(mcmc.get_samples()["z"])
         records.append(recorder.records)
     elapsed = time.perf_counter() - start
@@ -181,7 +200,7 @@ def run_pyro_mcmc(
         name: torch.tensor([[r[name] for r in rec] for rec in records], dtype=dtypes.get(name, torch.float64))
         for name in records[0][0]
     }
-    stats["acceptance_rate"] = stats["accepted"].to(torch.float64)
+    stats["acceptance_rate"] = stats.pop("accepted").to(torch.float64)
     if method == "nuts":
         # the number of tree doublings j: a trajectory built in j doublings has 2^(j−1) < n_steps + 1 ≤ 2^j
         stats["tree_depth"] = torch.tensor(
@@ -215,7 +234,7 @@ SPECS = tuple(
             torch_runner=_runner(method),
             jax_kernel=f"gebm_ppl.numpyro.mcmc:{method}_kernel",
             passthrough=_check(method),
-            stats=("diverging", "accepted", "acceptance_rate", "step_size", "n_steps", "lp", "energy")
+            stats=("diverging", "acceptance_rate", "step_size", "n_steps", "lp", "energy")
             + (("tree_depth",) if method == "nuts" else ()),
         )
     )
