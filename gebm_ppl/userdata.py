@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import numpy as np
 from .data import SourceFormatError, UCIData, file_digest
 from .data.kexpfam import kexpfam_pipeline
 
-__all__ = ["FORMATS", "MIN_ROWS", "load_file", "read_table"]
+__all__ = ["FORMATS", "MIN_ROWS", "MIN_SPLIT_ROWS", "MIN_TRAIN_PER_DIM", "WARN_SPLIT_ROWS", "WARN_TRAIN_PER_DIM",
+           "check_split_sizes", "load_file", "read_table"]
 
 FORMATS: dict[str, str] = {
     ".csv": "csv",
@@ -25,8 +27,27 @@ FORMATS: dict[str, str] = {
 }
 """File suffix → format read by :func:`read_table`."""
 
-MIN_ROWS = 20
-"""Fewest rows :func:`load_file` accepts (the validation and test splits take 10 % each)."""
+MIN_SPLIT_ROWS = 10
+"""Fewest validation and test rows :func:`load_file` accepts: with fewer, the test NLL's ± (its
+standard error, ∝ 1/√rows) is as large as the NLL itself and early stopping follows noise."""
+WARN_SPLIT_ROWS = 25
+"""Below this many validation or test rows :func:`load_file` warns (a UserWarning): NLLs and their
+differences are then too noisy to rank models."""
+MIN_TRAIN_PER_DIM = 5
+"""Fewest training rows per dimension accepted (the whitening alone fits D + D(D+1)/2 numbers)."""
+WARN_TRAIN_PER_DIM = 20
+"""Below this many training rows per dimension :func:`load_file` warns: a flow and an energy overfit."""
+
+
+def _min_rows() -> int:
+    from .data.preprocess import kexpfam_split_sizes
+
+    return next(n for n in range(1, 10_000) if min(kexpfam_split_sizes(n)[1:]) >= MIN_SPLIT_ROWS)
+
+
+MIN_ROWS = _min_rows()
+"""Fewest rows :func:`load_file` accepts: test = 10 % and validation = 10 % of the rest must both
+reach :data:`MIN_SPLIT_ROWS` (111 rows)."""
 
 _DELIMITERS = ",;\t |"
 
@@ -43,34 +64,100 @@ def _is_number(token: str) -> bool:
     return True
 
 
-def _read_csv(path: Path, delimiter: str | None) -> tuple[np.ndarray, list[str]]:
+def _csv_rows(path: Path, delimiter: str | None) -> tuple[list[list[str]], list[int], str | None]:
+    """The non-blank, non-comment rows of a text table as string tokens, their 1-based file lines, the delimiter."""
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            head = f.read(1 << 16)
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise _fail(path, "a text table", f"it is not UTF-8 text ({e})") from e
-    lines = [ln for ln in head.splitlines() if ln.strip()]
-    if not lines:
+    if "\x00" in text:
+        raise _fail(path, "a text table", "it holds NUL bytes (a binary file?)")
+    numbered = [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip() and not ln.lstrip().startswith("#")]
+    if not numbered:
         raise _fail(path, "a text table", "the file is empty")
+    lines = [ln for _, ln in numbered]
     if delimiter is None:
         try:
             delimiter = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=_DELIMITERS).delimiter
         except csv.Error:
             delimiter = "," if "," in lines[0] else None  # None: any whitespace
-    first = next(csv.reader([lines[0]], delimiter=delimiter or " ", skipinitialspace=True))
-    first = [t.strip() for t in first if delimiter or t.strip()]
-    has_header = not all(_is_number(t) for t in first)
-    header = [t.strip().strip('"') for t in first] if has_header else [f"column {i}" for i in range(len(first))]
+    rows: list[list[str]] = []
+    line_numbers: list[int] = []
     try:
-        x = np.loadtxt(path, delimiter=delimiter, skiprows=int(has_header), dtype=np.float64, ndmin=2,
-                       encoding="utf-8")
-    except ValueError as e:
-        raise _fail(path, f"a numeric table separated by {delimiter or 'whitespace'!r}", str(e)) from e
-    if x.shape[0] == 0:
+        if delimiter in (None, " "):  # runs of spaces/tabs separate values (np.savetxt's default)
+            reader = csv.reader([" ".join(ln.split()) for ln in lines], delimiter=" ")
+        else:
+            reader = csv.reader(lines, delimiter=delimiter, skipinitialspace=True)
+        for row in reader:
+            rows.append([t.strip() for t in row])
+            line_numbers.append(numbered[reader.line_num - 1][0])
+    except csv.Error as e:
+        raise _fail(path, "a text table", f"line {numbered[min(reader.line_num, len(numbered)) - 1][0]}: {e}") from e
+    return rows, line_numbers, delimiter
+
+
+def _has_header(rows: list[list[str]]) -> bool:
+    """A first row with a non-number where the rows below hold numbers (or with no number at all) is a header."""
+    first = rows[0]
+    numeric = [_is_number(t) for t in first]
+    if all(numeric):
+        return False
+    if not any(numeric) or len(rows) == 1:
+        return True
+    below = rows[1:21]
+    return any(not numeric[j] and all(j < len(r) and (_is_number(r[j]) or r[j] == "") for r in below)
+               for j in range(len(first)))
+
+
+def _read_csv(path: Path, delimiter: str | None, columns, drop) -> tuple[np.ndarray, list[str], list[str]]:
+    """Select the columns (by name or 1-based index), then parse them: text columns are only an error if kept."""
+    rows, line_numbers, delimiter = _csv_rows(path, delimiter)
+    has_header = _has_header(rows)
+    width = len(rows[0])
+    header = [t.strip('"') or f"column {j + 1}" for j, t in enumerate(rows[0])] if has_header else _names(width)
+    if has_header:
+        rows, line_numbers = rows[1:], line_numbers[1:]
+    if not rows:
         raise _fail(path, "a numeric table", "no data rows")
-    if x.shape[1] != len(header):
-        raise _fail(path, "a numeric table", f"the header has {len(header)} names but the rows {x.shape[1]} values")
-    return x, header
+    for r, (row, line) in enumerate(zip(rows, line_numbers, strict=True)):
+        if len(row) != width:
+            first = "the header has" if has_header else "the first row has"
+            detail = (f"data row {r + 1} (line {line}) has {len(row)} values but {first} {width}"
+                      f" (values separated by {delimiter or 'whitespace'!r}; set the delimiter if that is wrong)")
+            raise _fail(path, "a table", detail)
+    keep, names, removed = _select(header, columns, drop, path)
+    cells = np.array([[row[j] for j in keep] for row in rows], dtype=str).reshape(len(rows), len(keep))
+    x = np.empty(cells.shape, dtype=np.float64)
+    text_columns = []
+    for k, j in enumerate(keep):
+        col = cells[:, k]
+        empty = col == ""
+        x[empty, k] = np.nan  # a missing value: load_file reports the rows, counted as below
+        try:
+            x[~empty, k] = col[~empty].astype(np.float64)
+        except ValueError:
+            bad = [int(r) for r in np.flatnonzero(~empty) if not _is_number(col[r])]
+            examples = list(dict.fromkeys(str(col[r]) for r in bad))[:3]
+            text_columns.append((j, header[j], bad[0], examples))
+    if text_columns:
+        shown = "; ".join(
+            f"column {j + 1} {name!r} (values such as {', '.join(map(repr, ex))}; first at data row {r + 1}, "
+            f"line {line_numbers[r]})"
+            for j, name, r, ex in text_columns
+        )
+        ids = [name if has_header else str(j + 1) for j, name, _, _ in text_columns]
+        raise _fail(
+            path,
+            "a numeric table",
+            f"{len(text_columns)} of the selected columns {'is' if len(text_columns) == 1 else 'are'} not numeric: "
+            f"{shown}. Leave {'it' if len(text_columns) == 1 else 'them'} out with --drop {','.join(ids)} "
+            f"(Python: drop={ids!r}), or choose the columns to keep with --columns.",
+        )
+    return x, names, removed
+
+
+def _names(width: int) -> list[str]:
+    return [f"column {j + 1}" for j in range(width)]
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -110,16 +197,26 @@ def _read_hdf5(path: Path, key: str | None) -> np.ndarray:
         raise _fail(path, "an HDF5 file", f"{type(e).__name__}: {e}") from e
 
 
-def _select(x: np.ndarray, header: list[str], columns, drop, path: Path) -> tuple[np.ndarray, list[str], list[str]]:
+def _select(header: list[str], columns, drop, path: Path) -> tuple[list[int], list[str], list[str]]:
+    """0-based positions of the kept columns, their names and the removed names.
+
+    A column is named by its header name, or by its 1-based index (1 = first column, −1 = last).
+    """
+
     def index(c) -> int:
-        if isinstance(c, str) and not c.lstrip("-").isdigit():
-            if c not in header:
-                raise ValueError(f"column {c!r} is not in {str(path)!r}; its columns are {header}.")
+        if isinstance(c, str) and c in header:
             return header.index(c)
-        i = int(c)
-        if not -len(header) <= i < len(header):
-            raise ValueError(f"column index {i} is out of range for {str(path)!r} ({len(header)} columns).")
-        return i % len(header)
+        text = str(c).strip()
+        if isinstance(c, bool) or not text.lstrip("-").isdigit():
+            raise ValueError(f"column {c!r} is not in {str(path)!r}; its columns are {header}.")
+        i = int(text)
+        if i == 0:
+            raise ValueError(f"column index 0: column indices count from 1 (1 = the first column, -1 = the last); "
+                             f"{str(path)!r} has {len(header)} columns.")
+        if not -len(header) <= i <= len(header):
+            raise ValueError(f"column index {i} is out of range for {str(path)!r} ({len(header)} columns, "
+                             "counted from 1).")
+        return i - 1 if i > 0 else i % len(header)
 
     keep = list(range(len(header))) if columns is None else [index(c) for c in columns]
     dropped = set() if drop is None else {index(c) for c in drop}
@@ -129,7 +226,7 @@ def _select(x: np.ndarray, header: list[str], columns, drop, path: Path) -> tupl
     if not keep:
         raise ValueError("no columns left after 'columns' / 'drop'.")
     removed = [h for i, h in enumerate(header) if i not in keep]
-    return x[:, keep], [header[i] for i in keep], removed
+    return keep, [header[i] for i in keep], removed
 
 
 def read_table(
@@ -142,8 +239,10 @@ def read_table(
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """Read a numeric table ``[N, D]`` (float64) from a CSV, NPY or HDF5 file.
 
-    * CSV (``.csv``, ``.tsv``, ``.txt``): the delimiter is sniffed unless given; a first row that is
-      not all numbers is a header of column names.
+    * CSV (``.csv``, ``.tsv``, ``.txt``): the delimiter is sniffed unless given; a first row with
+      names where the rows below hold numbers is a header; blank lines and lines starting with ``#``
+      are skipped. Columns are selected first and only the kept ones are parsed, so a text column
+      can be left out with ``drop``; an empty cell reads as NaN (a missing value).
     * NPY: a 2-D numeric array (no pickles).
     * HDF5 (``.h5``, ``.hdf5``, ``.hdf``): the 2-D dataset ``key``, or the only 2-D dataset in the file.
 
@@ -151,16 +250,19 @@ def read_table(
         path: the file.
         key: HDF5 dataset name.
         delimiter: CSV delimiter (default: sniffed).
-        columns: columns to keep, by name (CSV header) or 0-based index (default: all).
-        drop: columns to remove, by name or index.
+        columns: columns to keep, by name (CSV header) or 1-based index, −1 for the last (default: all).
+        drop: columns to remove, by name or 1-based index.
 
     Returns:
-        ``(x, names, removed)``: the ``[N, D]`` array, the kept column names and the removed ones.
+        ``(x, names, removed)``: the ``[N, D]`` array, the kept column names and the removed ones
+        (a file without a header names its columns ``"column 1"``, ``"column 2"``, ...).
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: an unknown suffix, an unparsable file (:class:`gebm_ppl.data.SourceFormatError`),
-            a non-numeric or non-2-D array, or unknown columns.
+        ValueError: an unknown suffix, an unparsable file (:class:`gebm_ppl.data.SourceFormatError`,
+            naming kept text columns and the ``drop`` that leaves them out), a non-numeric or non-2-D
+            array, or unknown columns. Rows and columns in messages count from 1 (data rows: the
+            header not counted; CSV messages add the file line).
     """
     path = Path(path)
     if not path.is_file():
@@ -169,14 +271,12 @@ def read_table(
     if fmt is None:
         raise ValueError(f"cannot tell the format of {str(path)!r}: expected a suffix in {sorted(FORMATS)}.")
     if fmt == "csv":
-        x, header = _read_csv(path, delimiter)
-    else:
-        x = _read_npy(path) if fmt == "npy" else _read_hdf5(path, key)
-        if x.ndim != 2 or not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-            raise _fail(path, "a table", f"expected a 2-D real numeric array [N, D], got {x.dtype} of shape {x.shape}")
-        header = [f"column {i}" for i in range(x.shape[1])]
-    x, names, removed = _select(np.asarray(x, dtype=np.float64), header, columns, drop, path)
-    return x, names, removed
+        return _read_csv(path, delimiter, columns, drop)
+    x = _read_npy(path) if fmt == "npy" else _read_hdf5(path, key)
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise _fail(path, "a table", f"expected a 2-D real numeric array [N, D], got {x.dtype} of shape {x.shape}")
+    keep, names, removed = _select(_names(x.shape[1]), columns, drop, path)
+    return np.asarray(x[:, keep], dtype=np.float64), names, removed
 
 
 def load_file(
@@ -201,7 +301,7 @@ def load_file(
         seed: shuffling and dequantisation seed.
         key: HDF5 dataset name.
         delimiter: CSV delimiter (default: sniffed).
-        columns: columns to keep (names or 0-based indices).
+        columns: columns to keep (names or 1-based indices).
         drop: columns to remove.
 
     Returns:
@@ -210,8 +310,11 @@ def load_file(
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: unreadable file, NaN/inf entries, fewer than :data:`MIN_ROWS` rows, fewer
-            than 2 columns, or constant columns (which cannot be whitened).
+        ValueError: unreadable file, NaN/inf entries or empty cells, fewer than 2 columns, splits
+            too small (:func:`check_split_sizes`), or constant columns (which cannot be whitened).
+
+    Warns:
+        UserWarning: splits small enough to make NLLs noisy (:func:`check_split_sizes`).
 
     Example:
         >>> data = load_file("measurements.csv", seed=0, drop=["id"])  # doctest: +SKIP
@@ -222,17 +325,19 @@ def load_file(
         raise ValueError(f"'seed' should be a non-negative integer. Got {seed!r}.")
     path = Path(path)
     x, names, removed = read_table(path, key=key, delimiter=delimiter, columns=columns, drop=drop)
-    bad = ~np.isfinite(x).all(1)
+    finite = np.isfinite(x)
+    bad = ~finite.all(1)
     if bad.any():
         rows = np.flatnonzero(bad)
+        cols = [names[j] for j in np.flatnonzero(~finite.all(0))]
         raise ValueError(
             f"{str(path)!r} has {rows.size} rows with missing, NaN or inf values (first data rows: "
-            f"{(rows[:5] + 1).tolist()}); remove or impute them first."
+            f"{(rows[:5] + 1).tolist()}; data rows count from 1, the header not counted; in columns {cols}); "
+            "remove or impute them first."
         )
-    if x.shape[0] < MIN_ROWS:
-        raise ValueError(f"{str(path)!r} has {x.shape[0]} rows; at least {MIN_ROWS} are needed to split it.")
     if x.shape[1] < 2:
         raise ValueError(f"{str(path)!r} has {x.shape[1]} column(s) after selection; a GEBM needs at least 2.")
+    check_split_sizes(x.shape[0], x.shape[1], what=repr(str(path)))
     try:
         train, val, test, params = kexpfam_pipeline(x, int(seed), {"columns": names, "dropped_columns": removed})
     except ValueError as e:
@@ -251,3 +356,38 @@ def load_file(
         "preprocessing": params,
     }
     return UCIData(*splits, metadata=metadata)
+
+
+def check_split_sizes(n: int, dim: int, what: str = "the data") -> tuple[int, int, int]:
+    """The kexpfam split sizes of ``n`` rows of ``dim`` columns, refused or warned about when too small.
+
+    Refused (ValueError) below :data:`MIN_SPLIT_ROWS` validation or test rows or below
+    :data:`MIN_TRAIN_PER_DIM` · dim training rows; a UserWarning below :data:`WARN_SPLIT_ROWS` or
+    :data:`WARN_TRAIN_PER_DIM` · dim. The test NLL is a mean over the test rows, so its standard
+    error shrinks only as 1/√rows.
+    """
+    from .data.preprocess import kexpfam_split_sizes
+
+    train, val, test = kexpfam_split_sizes(n)
+    sizes = f"{n} rows split into {train} training, {val} validation and {test} test rows"
+
+    def rows_for(split_rows: int, per_dim: int) -> int:
+        return next(m for m in range(n, 10**9) if min(kexpfam_split_sizes(m)[1:]) >= split_rows
+                    and kexpfam_split_sizes(m)[0] >= per_dim * dim)
+
+    if min(val, test) < MIN_SPLIT_ROWS or train < MIN_TRAIN_PER_DIM * dim:
+        raise ValueError(
+            f"{what}: {sizes} (test = 10 %, validation = 10 % of the rest); at least {MIN_SPLIT_ROWS} validation "
+            f"and test rows and {MIN_TRAIN_PER_DIM} training rows per column ({MIN_TRAIN_PER_DIM * dim}) are "
+            f"needed: with fewer the test NLL's standard error is as large as the NLL and early stopping follows "
+            f"noise. Provide at least {rows_for(MIN_SPLIT_ROWS, MIN_TRAIN_PER_DIM)} rows."
+        )
+    if min(val, test) < WARN_SPLIT_ROWS or train < WARN_TRAIN_PER_DIM * dim:
+        warnings.warn(
+            f"{what}: only {sizes}; below {WARN_SPLIT_ROWS} validation/test rows or {WARN_TRAIN_PER_DIM} training "
+            f"rows per column the NLLs are noisy (their ± is large) and the models overfit; "
+            f"{rows_for(WARN_SPLIT_ROWS, WARN_TRAIN_PER_DIM)} rows or more give usable estimates.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return train, val, test

@@ -3,7 +3,6 @@
 import math
 
 import numpy as np
-
 import pyro
 import pyro.distributions as dist
 import pytest

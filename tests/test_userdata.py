@@ -12,10 +12,10 @@ from gebm_ppl.userdata import MIN_ROWS, load_file, read_table
 
 @pytest.fixture
 def table() -> np.ndarray:
-    """200 rows of a correlated 3-D Gaussian with a non-zero mean (seeded)."""
+    """300 rows of a correlated 3-D Gaussian with a non-zero mean (seeded)."""
     rng = np.random.default_rng(0)
     a = np.array([[2.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.3, -0.2, 3.0]])
-    return rng.normal(size=(200, 3)) @ a.T + np.array([10.0, -5.0, 1.0])
+    return rng.normal(size=(300, 3)) @ a.T + np.array([10.0, -5.0, 1.0])
 
 
 def write_all_formats(folder, x: np.ndarray) -> dict[str, dict]:
@@ -60,22 +60,22 @@ def test_columns_and_drop_by_name_and_index(tmp_path, table):
     assert names == ["c", "a"] and removed == ["b"]
     x, names, removed = read_table(tmp_path / "array.npy", drop=["-1"])
     np.testing.assert_allclose(x, table[:, :2], rtol=1e-12)
-    assert removed == ["column 2"]
+    assert removed == ["column 3"]  # a file without a header names its columns from 1
 
 
 def test_load_file_splits_and_whitens_with_training_statistics(tmp_path, table):
     write_all_formats(tmp_path, table)
     data = load_file(tmp_path / "header.csv", seed=3)
     assert isinstance(data, UCIData)
-    # kexpfam sizes for n = 200: test = 20, val = min(18, 1000) = 18, train = 162
-    assert (data.train.shape, data.val.shape, data.test.shape) == ((162, 3), (18, 3), (20, 3))
+    # kexpfam sizes for n = 300: test = 30, val = min(27, 1000) = 27, train = 243
+    assert (data.train.shape, data.val.shape, data.test.shape) == ((243, 3), (27, 3), (30, 3))
     assert data.train.dtype == np.float32
     # whitened with the training split: zero mean, identity covariance (ddof 0) on train only
     np.testing.assert_allclose(data.train.mean(0), 0.0, atol=1e-5)
     np.testing.assert_allclose(np.cov(data.train.T, ddof=0), np.eye(3), atol=1e-4)
     meta = data.metadata
     assert meta["protocol"] == "user" and meta["dim"] == 3 and meta["seed"] == 3
-    assert meta["sizes"] == {"train": 162, "val": 18, "test": 20}
+    assert meta["sizes"] == {"train": 243, "val": 27, "test": 30}
     assert len(meta["sources"][0]["sha256"]) == 64
     # the whitening map sends the raw rows to the splits (up to the tiny dequantisation noise)
     w = meta["preprocessing"]["whitening"]
@@ -133,10 +133,10 @@ def test_load_file_bad_content(tmp_path, table):
     x = table.copy()
     x[[4, 17], 1] = np.nan
     np.save(tmp_path / "nan.npy", x)
-    with pytest.raises(ValueError, match=r"2 rows with missing, NaN or inf values \(first data rows: \[5, 18\]\)"):
+    with pytest.raises(ValueError, match=r"2 rows with missing, NaN or inf values \(first data rows: \[5, 18\]"):
         load_file(tmp_path / "nan.npy")
     np.save(tmp_path / "short.npy", table[: MIN_ROWS - 1])
-    with pytest.raises(ValueError, match=f"has {MIN_ROWS - 1} rows; at least {MIN_ROWS}"):
+    with pytest.raises(ValueError, match=f"{MIN_ROWS - 1} rows split into .* Provide at least {MIN_ROWS} rows"):
         load_file(tmp_path / "short.npy")
     np.save(tmp_path / "one.npy", table[:, :1])
     with pytest.raises(ValueError, match="a GEBM needs at least 2"):
@@ -148,3 +148,90 @@ def test_load_file_bad_content(tmp_path, table):
         load_file(tmp_path / "constant.npy")
     with pytest.raises(ValueError, match="'seed' should be a non-negative integer"):
         load_file(tmp_path / "constant.npy", seed=-1)
+
+
+# ------------------------------------------------------------------------------------------ text columns
+def _with_text_column(folder, table: np.ndarray, header: bool = True):
+    """table + a yes/no text column in 4th place (1-based index 4), as a CSV with or without a header."""
+    lines = ["a,b,c,label,d"] if header else []
+    for i, row in enumerate(table):
+        a, b, c = map(float, row)
+        lines.append(f"{a!r},{b!r},{c!r},{'yes' if i % 2 else 'no'},{a - b!r}")
+    path = folder / ("text.csv" if header else "text-noheader.csv")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_text_column_can_be_dropped_by_name_or_index(tmp_path, table):
+    path = _with_text_column(tmp_path, table)
+    for drop in (["label"], ["4"], [4], ["-2"]):
+        x, names, removed = read_table(path, drop=drop)
+        assert names == ["a", "b", "c", "d"] and removed == ["label"], drop
+        np.testing.assert_allclose(x[:, :3], table, rtol=1e-15)
+    x, names, removed = read_table(path, columns=["a", "b", "c"])
+    assert names == ["a", "b", "c"] and removed == ["label", "d"]
+    np.testing.assert_array_equal(x, table)
+    x, names, _ = read_table(path, columns=["1", "3"])  # 1-based indices: the first and the third column
+    assert names == ["a", "c"]
+    np.testing.assert_array_equal(x, table[:, [0, 2]])
+    assert load_file(path, drop=["label"]).dim == 4
+    headerless = _with_text_column(tmp_path, table, header=False)
+    x, names, removed = read_table(headerless, drop=["4"])
+    assert names == ["column 1", "column 2", "column 3", "column 5"] and removed == ["column 4"]
+    np.testing.assert_allclose(x[:, :3], table, rtol=1e-15)
+
+
+def test_text_column_error_names_it_and_suggests_drop(tmp_path, table):
+    path = _with_text_column(tmp_path, table)
+    # the first row holding text is data row 1 ('no'), line 2 of the file (after the header)
+    match = (r"1 of the selected columns is not numeric: column 4 'label' \(values such as 'no', 'yes'; "
+             r"first at data row 1, line 2\)\. Leave it out with --drop label \(Python: drop=\['label'\]\)")
+    with pytest.raises(SourceFormatError, match=match):
+        read_table(path)
+    with pytest.raises(SourceFormatError, match=r"--drop 4 \(Python: drop=\['4'\]\)"):
+        read_table(_with_text_column(tmp_path, table, header=False))
+    with pytest.raises(ValueError, match="column indices count from 1"):
+        read_table(path, drop=["0"])
+
+
+def test_empty_cell_and_nan_row_are_counted_alike(tmp_path, table):
+    # data row 3 has an empty cell, data row 7 a NaN: both reported as data rows counted from 1
+    lines = ["a,b,c"] + [",".join(repr(float(v)) for v in row) for row in table]
+    lines[3] = "," + lines[3].split(",", 1)[1]  # first cell of data row 3 emptied
+    lines[7] = "nan," + lines[7].split(",", 1)[1]
+    path = tmp_path / "holes.csv"
+    path.write_text("\n".join(lines) + "\n")
+    x, _, _ = read_table(path)
+    assert np.isnan(x[2, 0]) and np.isnan(x[6, 0]) and np.isfinite(np.delete(x, [2, 6], 0)).all()
+    np.save(tmp_path / "holes.npy", x)
+    for name in ("holes.csv", "holes.npy"):
+        with pytest.raises(ValueError, match=r"2 rows with missing.*rows: \[3, 7\].*in columns \['(a|column 1)'\]"):
+            load_file(tmp_path / name)
+
+
+def test_ragged_row_is_named_from_one(tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text("a,b,c\n1,2,3\n\n4,5\n")
+    with pytest.raises(SourceFormatError, match=r"data row 2 \(line 4\) has 2 values but the header has 3"):
+        read_table(path)
+
+
+# ------------------------------------------------------------------------------------------ tiny data
+def test_tiny_data_is_refused_and_small_data_warned_about(tmp_path, table):
+    from gebm_ppl.userdata import MIN_SPLIT_ROWS, check_split_sizes
+
+    np.save(tmp_path / "twenty.npy", table[:20])
+    with pytest.raises(ValueError, match=r"20 rows split into 17 training, 1 validation and 2 test rows.*"
+                                         r"at least 10 validation and test rows.*Provide at least 111 rows"):
+        load_file(tmp_path / "twenty.npy")
+    # 111 rows: 90 / 10 / 11, accepted but noisy: a warning that says why
+    np.save(tmp_path / "small.npy", table[:MIN_ROWS])
+    with pytest.warns(UserWarning, match=r"only 111 rows split into 90 training, 10 validation and 11 test.*noisy"):
+        data = load_file(tmp_path / "small.npy")
+    assert min(data.metadata["sizes"]["val"], data.metadata["sizes"]["test"]) >= MIN_SPLIT_ROWS
+    # too few training rows per column: 20-D data with 150 rows (train 122 >= 100 = 5·20: warned, 90 < 100: refused)
+    with pytest.raises(ValueError, match=r"5 training rows per column \(100\)"):
+        check_split_sizes(111, 20)
+    with pytest.warns(UserWarning, match="20 training rows per column"):
+        check_split_sizes(150, 20)
+    assert check_split_sizes(1000, 3) == (810, 90, 100)
