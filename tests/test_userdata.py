@@ -235,3 +235,51 @@ def test_tiny_data_is_refused_and_small_data_warned_about(tmp_path, table):
     with pytest.warns(UserWarning, match="20 training rows per column"):
         check_split_sizes(150, 20)
     assert check_split_sizes(1000, 3) == (810, 90, 100)
+
+
+# ------------------------------------------------------------------------------------------ units
+def _gaussian_nll(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    d = x - mean
+    _, logdet = np.linalg.slogdet(cov)
+    return 0.5 * (np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d) + logdet + x.shape[1] * np.log(2 * np.pi))
+
+
+def test_nll_in_original_units_matches_a_gaussian_fitted_there(tmp_path, table):
+    # A Gaussian fitted by maximum likelihood is affine-equivariant: fitted on the whitened training split
+    # it is the push-forward of the one fitted on the same rows in original units, so per test row
+    # NLL_orig = NLL_white − log|det W| exactly (closed form, not a statistical check).
+    from gebm_ppl import units
+
+    np.savetxt(tmp_path / "g.csv", table * np.array([30.0, 3.0, 10.0]), delimiter=",", header="a,b,c", comments="")
+    data = load_file(tmp_path / "g.csv", seed=0)
+    nll_white = _gaussian_nll(data.test.astype(np.float64), data.train.mean(0, dtype=np.float64),
+                              np.cov(data.train.T.astype(np.float64), ddof=0))
+    train = units.to_original(data.train, data)
+    test = units.to_original(data.test, data.metadata)
+    nll_orig = _gaussian_nll(test, train.mean(0), np.cov(train.T, ddof=0))
+    np.testing.assert_allclose(units.nll_to_original(nll_white, data), nll_orig, rtol=1e-9, atol=1e-9)
+    shift = units.log_abs_det(data.metadata["preprocessing"])
+    assert shift == pytest.approx(data.metadata["preprocessing"]["whitening"]["log_abs_det"], rel=1e-12)
+    assert abs(shift) > 1.0  # the columns' scales (30, 3, 10) make the two units differ by nats
+    assert units.nll_to_original(float(nll_white.mean()), data) == pytest.approx(float(nll_orig.mean()), rel=1e-9)
+    np.testing.assert_allclose(units.to_whitened(test, data), data.test, atol=1e-5)
+    assert units.column_names(data) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="record no whitening"):
+        units.log_abs_det({"name": "x"})
+
+
+def test_verdict_sign_convention_and_wording():
+    from gebm_ppl.units import paired_difference, verdict
+
+    rng = np.random.default_rng(0)
+    better = -0.1 + 0.05 * rng.standard_normal(400)  # Δ = NLL_GEBM − NLL_base < 0: the GEBM is better
+    mean, se, n = paired_difference(better)
+    assert n == 400 and se == pytest.approx(better.std(ddof=1) / 20)
+    text = verdict(better)
+    assert text.startswith(f"the GEBM is better than its base by {-mean:.3f} ± {se:.3f} nats (paired over 400 rows")
+    assert verdict(-better).startswith("the GEBM is worse than its base by")
+    assert verdict(better - mean).startswith("no clear difference between the GEBM and its base: Δ NLL = +0.000")
+    with pytest.raises(ValueError, match="at least 2 examples"):
+        verdict([0.1])
+    with pytest.raises(ValueError, match=r"1 of the 3 differences are NaN.*\[2\]"):
+        verdict([0.1, np.nan, 0.2])
