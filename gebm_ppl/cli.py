@@ -1,9 +1,9 @@
 """The ``gebm`` command: fit, evaluate, sample and diagnose GEBMs without writing Python.
 
-This module only parses arguments, calls the library (:mod:`gebm_ppl.runs`,
-:mod:`gebm_ppl.diagnostics`) and prints. Exit codes: 0 success, 1 runtime failure (for example a
-diverged training run), 2 bad input or usage (unknown dataset, unreadable file, inconsistent
-options), 130 interrupted.
+This module parses arguments and maps errors to exit codes; the commands themselves (which call
+:mod:`gebm_ppl.runs` and :mod:`gebm_ppl.diagnostics` and print) are in :mod:`gebm_ppl._cli_commands`.
+Exit codes: 0 success, 1 runtime failure (for example a diverged training run), 2 bad input or
+usage (unknown dataset, unreadable file, inconsistent options), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,19 +13,14 @@ import math
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+
+from ._cli_commands import COMMANDS, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "UsageError", "build_parser", "main"]
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 BACKENDS = ("pyro", "numpyro")
-SPLITS = ("train", "val", "test")
-SAMPLE_SUFFIXES = (".h5", ".hdf5")
-
-
-class UsageError(Exception):
-    """Bad input or inconsistent options: exit code 2."""
+SPLITS = ("train", "val", "test")  # gebm_ppl.runs.SPLITS, without importing the runs package for --help
 
 
 # ------------------------------------------------------------------------------------------ parser
@@ -120,20 +115,23 @@ def build_parser() -> argparse.ArgumentParser:
     fit = command(
         "fit",
         "fit a GEBM: a RealNVP base by maximum likelihood, then the energy by KALE",
-        "Fit a GEBM into a run directory: a RealNVP base by maximum likelihood (early stopping on the\n"
-        "validation NLL), then an MLP energy and the log-partition c by KALE on that base. The data are\n"
-        "a benchmark dataset (red-wine, white-wine, parkinsons, ...) or a CSV / NPY / HDF5 file, which is\n"
+        "Fit a GEBM into a run directory: by default a RealNVP base by maximum likelihood (early stopping\n"
+        "on the validation NLL), then an MLP energy and the log-partition c by KALE on that base; a\n"
+        "configuration may name other registered classes ([base] class = ..., [energy] class = ...), and a\n"
+        "base without a density (a generator) is trained with its energy by [adversarial]. The data are a\n"
+        "dataset (red-wine, white-wine, parkinsons, digits, mnist, ...) or a CSV / NPY / HDF5 file, which is\n"
         "shuffled, split 80/10/10 (validation at most 1000 rows), dequantised and whitened with the\n"
         "training statistics. Checkpoints are written into RUN_DIR as training goes; running the same\n"
         "command again after an interruption resumes from the last checkpoint.",
     )
-    fit.add_argument("data", metavar="DATASET|FILE",
-                     help="a benchmark dataset name (see gebm_ppl.data.DATASETS) or a .csv/.tsv/.txt, .npy or "
-                          ".h5/.hdf5 file")
+    fit.add_argument("data", metavar="DATASET|FILE", nargs="?",
+                     help="a dataset name (see gebm_ppl.data.DATASETS) or a .csv/.tsv/.txt, .npy or .h5/.hdf5 "
+                          "file (default: the configuration's [data] name)")
     fit.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create or resume")
     fit.add_argument("--config", metavar="TOML",
-                     help="configuration file with [realnvp], [energy], [mle] and [kale] tables (e.g. "
-                          "models/uci/red-wine.toml); default: the library defaults")
+                     help="configuration file with [data], [base], [energy], [mle], [kale], [adversarial] and "
+                          "[sample] tables (e.g. models/uci/red-wine.toml; [realnvp] is read as [base]); default: "
+                          "the library defaults")
     fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one configuration option, value in TOML syntax (repeatable), e.g. "
                           "--set kale.epochs=50 --set energy.hidden=[64,64]")
@@ -160,8 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
         "held-out NLL of a fitted run, with standard errors and the KALE bound",
         "Evaluate a fitted run on one split: the base's NLL, the GEBM's importance-sampling NLL\n"
         "-mean(log g(x) - E(x)) + A_hat (A_hat from fresh base samples, with its standard error and\n"
-        "effective sample size), the KALE upper bound NLL_base - F(E, c) and the gain over the base,\n"
-        "in nats per example in the model's whitened space. Writes RUN_DIR/evaluation-SPLIT.json.",
+        "effective sample size), the KALE upper bound NLL_base - F(E, c) and the paired difference\n"
+        "Delta NLL = GEBM - base (negative: the GEBM is better), with a one-line verdict; in nats per\n"
+        "example in the model's whitened space. A GEBM whose base has no density reports A_hat, its ESS\n"
+        "and the KALE value instead of NLLs. Writes RUN_DIR/evaluation-SPLIT.json.",
     )
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'gebm fit'")
     ev.add_argument("--split", choices=SPLITS, default="test", help="which split to evaluate")
@@ -187,8 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .sampling.registry import methods_help, sampler_names  # the sampler registry: choices and help
 
     sa.add_argument("--method", choices=sampler_names(), default="nuts", help=methods_help().replace("%", "%%"))
-    sa.add_argument("--backend", choices=BACKENDS, default="pyro",
-                    help="pyro (torch) or numpyro (JAX, JIT-compiled; every method but sir)")
+    sa.add_argument("--backend", choices=BACKENDS, default=None,
+                    help="pyro (torch) or numpyro (JAX, JIT-compiled, several times faster; every method but "
+                         "sir); default: numpyro when JAX and NumPyro are importable and the method has a "
+                         "NumPyro kernel, else pyro")
     sa.add_argument("--chains", type=_positive_int, default=4, metavar="C", help="number of chains")
     sa.add_argument("--temperature", type=_positive_float, default=1.0, metavar="T",
                     help="energy temperature T (1 samples the model itself)")
@@ -227,239 +229,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ------------------------------------------------------------------------------------------ helpers
-def _parse_options(items: Sequence[str]) -> dict:
-    from .runs import _parse_value
-
-    out = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise UsageError(f"--option {item!r} should read KEY=VALUE, e.g. target_accept_prob=0.9.")
-        out[key.strip()] = _parse_value(text.strip())
-    return out
-
-
-def _check_numpyro() -> None:
-    try:
-        import jax  # noqa: F401
-        import numpyro  # noqa: F401
-    except ImportError as e:
-        raise UsageError(
-            f"--backend numpyro needs JAX and NumPyro, which cannot be imported here ({e}); install them with "
-            "pip install 'gebm_ppl[jax]', or use --backend pyro."
-        ) from None
-
-
-def _fmt(value: float | None, stderr: float | None = None, digits: int = 3) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if stderr is None:
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} ± {stderr:.{digits}f}"
-
-
-def _table(rows: Sequence[tuple[str, str]]) -> str:
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
-
-
-# ------------------------------------------------------------------------------------------ commands
-def _prepare_fit(args):
-    from . import runs
-
-    config = runs.load_config(args.config)
-    config = runs.apply_overrides(config, args.overrides)
-    data = runs.load_data(args.data, args.seed, data_dir=args.data_dir, key=args.key, delimiter=args.delimiter,
-                          columns=args.columns, drop=args.drop)
-    if args.device is not None:
-        import torch
-
-        try:
-            device = torch.device(args.device)
-        except RuntimeError as e:
-            raise UsageError(f"--device {args.device!r} is not a torch device: {e}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA device is available here.")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} exists and is not a folder.")
-    return config, data
-
-
-def _run_fit(args, prepared) -> int:
-    from . import runs
-
-    config, data = prepared
-    log = (lambda msg: print(f"gebm fit: {msg}", file=sys.stderr, flush=True))  # noqa: E731
-    log(f"data {data!r}")
-    try:
-        run = runs.fit_run(args.out, data, config, seed=args.seed, device=args.device, progress=args.progress,
-                           checkpoint_every=args.checkpoint_every, overwrite=args.overwrite, log=log)
-    except runs.RunMismatch as e:
-        raise UsageError(str(e)) from None
-    s = run.info.get("summary", {})
-    mle, kale = s.get("mle", {}), s.get("kale", {})
-    monitor_label = {"val_nll": "NLL", "kale_val": "KALE value"}
-    print(f"Fitted a GEBM on {data.metadata.get('name')} ({data.dim} dims) into {run.path}")
-    print(_table([
-        ("base (RealNVP, MLE) validation NLL", _fmt(mle.get("best_val_nll"))),
-        (f"GEBM (KALE) validation {monitor_label.get(kale.get('monitor'), 'value')}", _fmt(kale.get("best_val_nll"))),
-        ("MLE epochs / wall time", f"{mle.get('epochs')} / {_fmt(mle.get('wall_time'), digits=1)} s"),
-        ("KALE epochs / wall time", f"{kale.get('epochs')} / {_fmt(kale.get('wall_time'), digits=1)} s"),
-        ("model", str(run.path / runs.GEBM_FILE)),
-    ]))
-    print(f"Next: gebm evaluate {run.path}")
-    return EXIT_OK
-
-
-def _prepare_run(args):
-    from . import runs
-
-    return runs.load_run(args.run_dir)
-
-
-def _run_evaluate(args, run) -> int:
-    import json
-
-    from . import runs
-
-    res = runs.evaluate_run(run, args.split, num_samples=args.num_samples, seed=args.seed)
-    if args.json:
-        print(json.dumps(res, indent=2))
-        return EXIT_OK
-    print(f"{res['dataset']}, {args.split} split ({res['num_examples']} examples): NLL in {res['nll_units']}")
-    print(_table([
-        ("base (RealNVP) NLL", _fmt(res["base_nll"], res["base_nll_stderr"])),
-        ("GEBM NLL (importance sampling)", _fmt(res["nll"], res["nll_stderr"])),
-        ("GEBM NLL, KALE upper bound", _fmt(res["nll_bound"], res["nll_bound_stderr"])),
-        ("gain over the base (paired)", _fmt(res["gain"], res["gain_stderr"])),
-        ("KALE F(E, c)", _fmt(res["kale"])),
-        ("log-partition A_hat (c)", f"{_fmt(res['log_partition'], res['log_partition_stderr'], 4)} "
-                                    f"(c = {_fmt(res['c'], digits=4)})"),
-        ("effective sample size", f"{res['ess']:.0f} of {res['num_samples']} base samples"),
-    ]))
-    print(f"Wrote {Path(args.run_dir) / ('evaluation-' + args.split + '.json')}")
-    return EXIT_OK
-
-
-def _takes_step_size(method: str) -> bool:
-    from .sampling.registry import get_sampler
-
-    spec = get_sampler(method)
-    return spec.passthrough is not None or "step_size" in spec.defaults
-
-
-def _prepare_sample(args):
-    from . import runs
-
-    if args.backend == "numpyro":
-        from .sampling.registry import sampler_names
-
-        if args.method not in sampler_names("numpyro"):
-            methods = ", ".join(sampler_names("numpyro"))
-            raise UsageError(f"--backend numpyro supports --method {methods}, not {args.method!r}.")
-        _check_numpyro()
-    if args.friction is not None and args.method != "kinetic":
-        raise UsageError(f"--friction applies to --method kinetic, not {args.method!r}.")
-    if args.step_size is not None and not _takes_step_size(args.method):
-        raise UsageError(f"--step-size does not apply to --method {args.method!r} (it takes no steps).")
-    kwargs = _parse_options(args.options)
-    for name in ("step_size", "friction"):
-        if getattr(args, name) is not None:
-            if name in kwargs:
-                raise UsageError(f"{name} is given both as --{name.replace('_', '-')} and as --option.")
-            kwargs[name] = getattr(args, name)
-    if args.out is not None and Path(args.out).suffix.lower() not in SAMPLE_SUFFIXES:
-        raise UsageError(f"--out should be an HDF5 file ending in {' or '.join(SAMPLE_SUFFIXES)}. Got {args.out!r}.")
-    if args.netcdf is not None and Path(args.netcdf).suffix.lower() != ".nc":
-        raise UsageError(f"--netcdf should end in .nc. Got {args.netcdf!r}.")
-    run = runs.load_run(args.run_dir)
-    return run, kwargs
-
-
-def _run_sample(args, prepared) -> int:
-    from . import runs
-
-    run, kwargs = prepared
-    try:
-        files = runs.sample_run(run, args.out, netcdf=args.netcdf, method=args.method, backend=args.backend,
-                                num_samples=args.num_samples, warmup_steps=args.warmup, num_chains=args.chains,
-                                temperature=args.temperature, seed=args.seed,
-                                progress=sys.stderr.isatty() if args.progress is None else args.progress,
-                                **kwargs)
-    except TypeError as e:
-        if "keyword argument" in str(e):  # an --option the sampler does not take
-            raise UsageError(f"--option: {e}") from None
-        raise
-    post = files.idata.posterior
-    attrs = post.attrs
-    print(f"Drew {post.sizes['chain']} x {post.sizes['draw']} samples with {args.method} ({args.backend}) "
-          f"in {_fmt(attrs.get('sampling_time'), digits=1)} s")
-    print(f"Wrote {files.hdf5}")
-    print(f"Wrote {files.netcdf}")
-    print(f"Next: gebm diagnose {files.netcdf} --plots {Path(files.netcdf).parent / 'plots'}")
-    return EXIT_OK
-
-
-def _prepare_diagnose(args):
-    from . import runs
-
-    idata = runs.read_samples(args.file)
-    if args.var not in idata.posterior:
-        raise UsageError(f"{args.file!r} has no posterior variable {args.var!r} (it has {list(idata.posterior)}).")
-    reference = None
-    run_dir = args.run_dir or idata.posterior.attrs.get("run_dir") or None
-    if run_dir and args.plots and args.var == "x":
-        try:
-            reference = getattr(runs.load_run(run_dir).data, args.split)
-        except (FileNotFoundError, ValueError) as e:
-            if args.run_dir:  # asked for explicitly: an error
-                raise
-            print(f"gebm diagnose: no held-out data for the pair plot ({e})", file=sys.stderr)
-    if args.plots:
-        plots = Path(args.plots)
-        if plots.exists() and not plots.is_dir():
-            raise UsageError(f"--plots {str(plots)!r} exists and is not a folder.")
-    return idata, reference
-
-
-def _run_diagnose(args, prepared) -> int:
-    import json
-
-    from . import diagnostics
-
-    idata, reference = prepared
-    names = [args.var]
-    if args.json:
-        tables = {
-            "run": diagnostics.run_summary(idata, names),
-            "chains": json.loads(diagnostics.chain_summary(idata).to_json(orient="index")),
-            "summary": json.loads(diagnostics.summary(idata, names).to_json(orient="index")),
-        }
-        print(json.dumps(tables, indent=2))
-    else:
-        print(diagnostics.report(idata, names))
-    if args.plots:
-        plots = Path(args.plots)
-        written = [
-            diagnostics.plot_trace(idata, plots / f"trace_{args.var}.png", var_name=args.var, max_dims=args.max_dims),
-            diagnostics.plot_rank(idata, plots / f"rank_{args.var}.png", var_name=args.var, max_dims=args.max_dims),
-        ]
-        if reference is not None:
-            written.append(diagnostics.plot_pair(idata, reference, plots / "pair_x.png", max_dims=args.max_dims))
-        for path in written:
-            print(f"Wrote {path}", file=sys.stderr if args.json else sys.stdout)
-    return EXIT_OK
-
-
-_COMMANDS: dict[str, tuple[Callable, Callable]] = {
-    "fit": (_prepare_fit, _run_fit),
-    "evaluate": (_prepare_run, _run_evaluate),
-    "sample": (_prepare_sample, _run_sample),
-    "diagnose": (_prepare_diagnose, _run_diagnose),
-}
-
 # Errors that mean "bad input" while the inputs are being read and checked.
 _INPUT_ERRORS = (UsageError, ValueError, TypeError, KeyError, FileNotFoundError, NotADirectoryError,
                  PermissionError, IsADirectoryError)
@@ -477,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
     debug = getattr(args, "debug", False) or os.environ.get("GEBM_DEBUG", "") not in ("", "0")
     prog = f"gebm {args.command}"
-    prepare, run = _COMMANDS[args.command]
+    prepare, run = COMMANDS[args.command]
 
     def report(kind: str, err: BaseException) -> None:
         if debug:

@@ -1,4 +1,8 @@
-"""Held-out evaluation of a GEBM: base NLL, importance-sampling NLL and the KALE bound, with standard errors."""
+"""Held-out evaluation of a GEBM: base NLL, importance-sampling NLL and the KALE bound, with standard errors.
+
+Sign convention (everywhere in gebm_ppl, its CLI and its benchmarks): a paired difference is
+Δ NLL = NLL(model) − NLL(reference) per example, averaged; **negative is better** for the model.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,14 @@ from torch import Tensor
 from ._validation import check_points, check_positive_int
 from .kale import estimate_log_partition
 
-__all__ = ["GEBMEvaluation", "evaluate_gebm"]
+__all__ = ["GEBMEvaluation", "evaluate_gebm", "low_ess_warning", "paired_difference", "stderr", "verdict"]
 
 
 class GEBMEvaluation(NamedTuple):
-    """Test-set figures of a GEBM with a density base, in nats per example.
+    """Held-out figures of a GEBM, in nats per example.
 
-    Fields:
+    Fields (the NLL fields are None for a base without a density: only Â, its ESS and the KALE
+    value can be computed then):
         num_examples: n, the number of evaluated points.
         base_nll: −(1/n) Σ log g_θ(x_j), the base alone.
         base_nll_stderr: its standard error over examples.
@@ -28,39 +33,81 @@ class GEBMEvaluation(NamedTuple):
             F(E, c) = −(1/n) Σ E(x_j) − c − exp(Â − c) + 1 (E_G[exp(−E)] = exp(Â)).
         nll_bound_stderr: sqrt(Var_j[log g − E]/n + (exp(Â − c) se(Â))²).
         kale: F(E, c) on these examples.
-        gain: NLL_base − NLL, the paired improvement per example over the base.
-        gain_stderr: sqrt(Var_j[E(x_j)]/n + se(Â)²), the standard error of the paired difference.
+        delta_nll: NLL − NLL_base = (1/n) Σ E(x_j) + Â, the paired difference to the base (< 0: the GEBM is better).
+        delta_nll_stderr: sqrt(Var_j[E(x_j)]/n + se(Â)²), its standard error.
         log_partition: Â, the Monte-Carlo log-partition.
         log_partition_stderr: se(Â) (delta method).
         ess: importance-weight effective sample size of Â.
         num_samples: base samples M behind Â.
         c: the GEBM's learned log-partition parameter.
+        nll_per_example: ``[n]`` float64 per-example GEBM NLLs (None without a density; not in :meth:`to_dict`).
+        base_nll_per_example: ``[n]`` per-example base NLLs (likewise).
     """
 
     num_examples: int
-    base_nll: float
-    base_nll_stderr: float
-    nll: float
-    nll_stderr: float
-    nll_bound: float
-    nll_bound_stderr: float
+    base_nll: float | None
+    base_nll_stderr: float | None
+    nll: float | None
+    nll_stderr: float | None
+    nll_bound: float | None
+    nll_bound_stderr: float | None
     kale: float
-    gain: float
-    gain_stderr: float
+    delta_nll: float | None
+    delta_nll_stderr: float | None
     log_partition: float
     log_partition_stderr: float
     ess: float
     num_samples: int
     c: float
+    nll_per_example: np.ndarray | None = None
+    base_nll_per_example: np.ndarray | None = None
+
+    @property
+    def has_density(self) -> bool:
+        """Whether the NLL fields are set (the base has a density)."""
+        return self.nll is not None
 
     def to_dict(self) -> dict:
-        """The fields as a JSON-ready dict."""
-        return {k: (int(v) if isinstance(v, int) else float(v)) for k, v in self._asdict().items()}
+        """The scalar fields as a JSON-ready dict (None stays None)."""
+        out = {}
+        for k, v in self._asdict().items():
+            if isinstance(v, np.ndarray) or k.endswith("_per_example"):
+                continue
+            out[k] = None if v is None else (int(v) if isinstance(v, int) else float(v))
+        return out
 
 
-def _stderr(values: np.ndarray) -> float:
+def stderr(values: np.ndarray) -> float:
+    """Standard error of the mean of ``values`` (inf for fewer than 2)."""
+    values = np.asarray(values, dtype=np.float64)
     n = values.size
     return float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
+
+
+def paired_difference(nll: np.ndarray, reference_nll: np.ndarray, extra_stderr: float = 0.0) -> tuple[float, float]:
+    """Δ NLL = mean_j (nll_j − reference_j) and its standard error sqrt(se(d)² + extra_stderr²).
+
+    ``extra_stderr`` is an error that shifts every example alike (se(Â) for a GEBM's NLL).
+    """
+    d = np.asarray(nll, dtype=np.float64) - np.asarray(reference_nll, dtype=np.float64)
+    return float(d.mean()), math.sqrt(stderr(d) ** 2 + float(extra_stderr) ** 2)
+
+
+def verdict(delta: float | None, se: float | None, model: str = "the GEBM", reference: str = "its base") -> str:
+    """One line: "the GEBM is better than its base by 0.120 ± 0.030 nats (paired, 4.0 se)" (Δ = model − reference)."""
+    if delta is None or se is None or not math.isfinite(delta):
+        return f"{model} cannot be compared with {reference} here (no NLL)."
+    word = "better" if delta < 0 else "worse"
+    ratio = f"{abs(delta) / se:.1f} se" if math.isfinite(se) and se > 0 else "se n/a"
+    return f"{model} is {word} than {reference} by {abs(delta):.3f} ± {se:.3f} nats (paired, {ratio})."
+
+
+def low_ess_warning(ev: GEBMEvaluation, fraction: float = 0.01) -> str | None:
+    """A warning when the importance-weight ESS of Â is below ``fraction`` of the base samples, else None."""
+    if ev.ess < fraction * ev.num_samples:
+        return (f"importance-weight ESS {ev.ess:.0f} of {ev.num_samples} base samples: Â "
+                "(and the IS NLL) is unreliable")
+    return None
 
 
 @torch.no_grad()
@@ -72,15 +119,16 @@ def evaluate_gebm(
     batch_size: int = 10_000,
     seed: int = 0,
 ) -> GEBMEvaluation:
-    """Evaluate a GEBM with a density base on held-out points ``x`` ``[n, D]``.
+    """Evaluate a GEBM on held-out points ``x`` ``[n, D]``.
 
     log q(x) = log g_θ(x) − E(x) − A is computed with the Monte-Carlo estimate
     Â = logmeanexp_i(−E(G_θ(z_i))) from ``num_samples`` fresh base draws
     (:func:`gebm_ppl.estimate_log_partition`); the KALE bound uses the learned c instead of Â and
-    holds for any c, so a large gap between ``nll`` and ``nll_bound`` says c is off.
+    holds for any c, so a large gap between ``nll`` and ``nll_bound`` says c is off. For a base
+    without a density (``base.has_density`` False) only Â, its ESS and F(E, c) are computed.
 
     Args:
-        gebm: a :class:`gebm_ppl.GEBM` whose base has ``log_prob``.
+        gebm: a :class:`gebm_ppl.GEBM`.
         x: ``[n, D]`` points (tensor or array; converted to the GEBM's dtype), n ≥ 2.
         num_samples: M base draws for Â.
         batch_size: rows per forward pass (data and base draws).
@@ -91,7 +139,7 @@ def evaluate_gebm(
 
     Raises:
         ValueError: ``x`` has the wrong dimension, non-finite entries or fewer than 2 rows, or the
-            energy is not finite on base samples.
+            energy (or Â) is not finite.
 
     Example:
         >>> import torch, gebm_ppl as gp
@@ -106,43 +154,46 @@ def evaluate_gebm(
     x = check_points(torch.as_tensor(x, dtype=c.dtype, device=c.device), gebm.dim, "x")
     if x.dim() != 2 or x.shape[0] < 2:
         raise ValueError(f"'x' should have shape [n, {gebm.dim}] with n >= 2. Got shape {tuple(x.shape)}.")
+    density = bool(getattr(gebm.base, "has_density", True))
     was_training = gebm.training
     gebm.eval()
     try:
-        log_g, energy = [], []
-        for chunk in x.split(batch_size):
-            log_g.append(gebm.base.log_prob(chunk).double().cpu())
-            energy.append(gebm.energy(chunk).double().cpu())
+        chunks = x.split(batch_size)
+        energy = torch.cat([gebm.energy(chunk).double().cpu() for chunk in chunks]).numpy()
+        log_g = torch.cat([gebm.base.log_prob(chunk).double().cpu() for chunk in chunks]).numpy() if density else None
         generator = torch.Generator(device=c.device).manual_seed(int(seed))
         est = estimate_log_partition(gebm, num_samples=num_samples, batch_size=batch_size, generator=generator)
     finally:
         gebm.train(was_training)
-    log_g = torch.cat(log_g).numpy()
-    energy = torch.cat(energy).numpy()
-    if not (np.isfinite(log_g).all() and np.isfinite(energy).all()):
+    if not np.isfinite(energy).all() or (log_g is not None and not np.isfinite(log_g).all()):
         raise ValueError("the base log-density or the energy is not finite on some of the evaluated points.")
-    n = log_g.size
     a_hat, se_a, c_val = est.estimate, est.stderr, float(c)
-    unnorm = log_g - energy
-    spread = unnorm.std(ddof=1) ** 2 / n
+    if not (math.isfinite(a_hat) and math.isfinite(c_val)):
+        raise ValueError(f"the log-partition is not finite (Â = {a_hat}, c = {c_val}).")
+    n = energy.size
     exp_term = math.exp(min(a_hat - c_val, 700.0))
-    base_nll = float(-log_g.mean())
     kale = float(-energy.mean() - c_val - exp_term + 1.0)
-    nll = float(-unnorm.mean() + a_hat)
+    common = dict(num_examples=n, kale=kale, log_partition=a_hat, log_partition_stderr=se_a, ess=est.ess,
+                  num_samples=num_samples, c=c_val)
+    if log_g is None:
+        return GEBMEvaluation(base_nll=None, base_nll_stderr=None, nll=None, nll_stderr=None, nll_bound=None,
+                              nll_bound_stderr=None, delta_nll=None, delta_nll_stderr=None, **common)
+    base_per_example = -log_g
+    per_example = -(log_g - energy) + a_hat
+    spread = stderr(per_example) ** 2
+    base_nll = float(base_per_example.mean())
+    nll = float(per_example.mean())
+    delta, delta_se = paired_difference(per_example, base_per_example, se_a)
     return GEBMEvaluation(
-        num_examples=n,
         base_nll=base_nll,
-        base_nll_stderr=_stderr(log_g),
+        base_nll_stderr=stderr(base_per_example),
         nll=nll,
         nll_stderr=math.sqrt(spread + se_a**2),
         nll_bound=base_nll - kale,
         nll_bound_stderr=math.sqrt(spread + (exp_term * se_a) ** 2),
-        kale=kale,
-        gain=base_nll - nll,
-        gain_stderr=math.sqrt(energy.std(ddof=1) ** 2 / n + se_a**2),
-        log_partition=a_hat,
-        log_partition_stderr=se_a,
-        ess=est.ess,
-        num_samples=num_samples,
-        c=c_val,
+        delta_nll=delta,
+        delta_nll_stderr=delta_se,
+        nll_per_example=per_example,
+        base_nll_per_example=base_per_example,
+        **common,
     )

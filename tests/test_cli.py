@@ -192,7 +192,8 @@ def test_sample_then_diagnose(fitted, tmp_path):
         assert z.shape == (2, 20, 11) and x.shape == (2, 20, 11) and x_original.shape == (2, 20, 11)
         for stat in ("diverging", "acceptance_rate", "step_size", "n_steps", "lp", "energy"):
             assert f[f"sample_stats/{stat}"].shape == (2, 20)
-        assert f.attrs["method"] == "nuts" and f.attrs["backend"] == "pyro" and int(f.attrs["seed"]) == 3
+        # NumPyro is the default backend when JAX is importable (it is in the test environment)
+        assert f.attrs["method"] == "nuts" and f.attrs["backend"] == "numpyro" and int(f.attrs["seed"]) == 3
         assert f.attrs["run_dir"] == str(fitted.resolve())
         assert list(f["x_original"].attrs["columns"])[-1] == "alcohol"
     # x = G(z), and x_original is x mapped back through the inverse whitening
@@ -322,8 +323,8 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, monkeypatch, capsys):
         (["fit", "red-wine", "--key", "x", "--out", tmp_path / "r"], "apply to data files, not to the dataset"),
         (["evaluate", tmp_path / "nowhere"], "no run directory"),
         (["evaluate", tmp_path / "not-a-run"], "is not a run directory (no run.json)"),
-        (["sample", tmp_path / "not-a-run", "--backend", "numpyro", "--method", "ula"],
-         "--backend numpyro supports --method nuts or hmc, not 'ula'"),
+        (["sample", tmp_path / "not-a-run", "--backend", "numpyro", "--method", "sir"],
+         "--backend numpyro supports --method nuts, hmc, ula, kinetic, mala, imh, dot, not 'sir'"),
         (["sample", tmp_path / "not-a-run", "--method", "nuts", "--friction", "2"], "--friction applies to"),
         (["sample", tmp_path / "not-a-run", "--method", "sir", "--step-size", "0.1"], "does not apply"),
         (["sample", tmp_path / "not-a-run", "--out", tmp_path / "s.csv"], "--out should be an HDF5 file"),
@@ -337,9 +338,19 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, monkeypatch, capsys):
         assert message in err, (argv, err)
         assert err.startswith(f"gebm {argv[0]}: error: ") and "Traceback" not in err
     # argparse's own usage errors: exit code 2 and its usage line
-    for argv in (["fit", "red-wine"], ["sample", "x", "-n", "0"], ["sample", "x", "--method", "mala"], ["frobnicate"]):
+    for argv in (["fit", "red-wine"], ["sample", "x", "-n", "0"], ["sample", "x", "--method", "frobnicate"], ["frobnicate"]):
         assert main(argv) == EXIT_USAGE
         assert "usage: gebm" in capsys.readouterr().err
+
+
+def test_default_backend_is_numpyro_when_jax_imports(monkeypatch, capsys):
+    from gebm_ppl.runs import default_backend
+
+    assert default_backend("nuts") == "numpyro" and default_backend("sir") == "pyro"
+    assert main(["sample", "--help"]) == EXIT_OK
+    assert "default: numpyro when JAX and NumPyro are importable" in " ".join(capsys.readouterr().out.split())
+    block_jax(monkeypatch)
+    assert default_backend("nuts") == "pyro"
 
 
 def test_numpyro_backend_without_jax_is_a_usage_error(tmp_path, monkeypatch):

@@ -38,10 +38,10 @@ def test_matches_the_closed_form():
     assert ev.c == pytest.approx(case.log_partition)
     assert 0 <= ev.nll_bound - ev.nll < (ev.log_partition - ev.c) ** 2 + 1e-9
     assert ev.kale == pytest.approx(ev.base_nll - ev.nll_bound, abs=1e-9)
-    assert ev.gain == pytest.approx(ev.base_nll - ev.nll, abs=1e-12)
+    assert ev.delta_nll == pytest.approx(ev.nll - ev.base_nll, abs=1e-12)
     # the paired difference: E(x) + Â per example
     energy = gebm.energy(x).detach().numpy()
-    assert ev.gain_stderr == pytest.approx(
+    assert ev.delta_nll_stderr == pytest.approx(
         math.sqrt(energy.var(ddof=1) / 400 + ev.log_partition_stderr**2), rel=1e-9
     )
     assert ev.to_dict()["num_examples"] == 400

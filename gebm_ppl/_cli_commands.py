@@ -1,0 +1,312 @@
+"""The ``gebm`` commands (fit, evaluate, sample, diagnose): each a ``prepare`` (read and check the inputs: errors
+are exit 2) and a ``run`` (do the work: errors are exit 1), called by :func:`gebm_ppl.cli.main`."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+SAMPLE_SUFFIXES = (".h5", ".hdf5")
+
+
+class UsageError(Exception):
+    """Bad input or inconsistent options: exit code 2."""
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _parse_options(items: Sequence[str]) -> dict:
+    from .runs import parse_value
+
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise UsageError(f"--option {item!r} should read KEY=VALUE, e.g. target_accept_prob=0.9.")
+        out[key.strip()] = parse_value(text.strip())
+    return out
+
+
+def _check_numpyro() -> None:
+    try:
+        import jax  # noqa: F401
+        import numpyro  # noqa: F401
+    except ImportError as e:
+        raise UsageError(
+            f"--backend numpyro needs JAX and NumPyro, which cannot be imported here ({e}); install them with "
+            "pip install 'gebm_ppl[jax]', or use --backend pyro."
+        ) from None
+
+
+def _fmt(value: float | None, stderr: float | None = None, digits: int = 3) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if stderr is None:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ± {stderr:.{digits}f}"
+
+
+def _table(rows: Sequence[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _wrote(paths: Sequence[Path], file=None) -> None:
+    for path in paths:
+        print(f"Wrote {path}", file=file or sys.stdout)
+
+
+# ------------------------------------------------------------------------------------------ fit
+def _prepare_fit(args):
+    from . import runs
+
+    config = runs.load_config(args.config)
+    config = runs.apply_overrides(config, args.overrides)
+    source = args.data or config["data"].get("name")
+    if not source:
+        raise UsageError("give the data: a dataset name or a file, or a configuration with [data] name = ...")
+    data = runs.load_data(source, args.seed, data_dir=args.data_dir, key=args.key, delimiter=args.delimiter,
+                          columns=args.columns, drop=args.drop)
+    runs.check_config(config, data.dim, runs.files.image_shape(data))  # bad values: exit 2 before training
+    if args.device is not None:
+        import torch
+
+        try:
+            device = torch.device(args.device)
+        except RuntimeError as e:
+            raise UsageError(f"--device {args.device!r} is not a torch device: {e}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is available here.")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} exists and is not a folder.")
+    return config, data
+
+
+def _run_fit(args, prepared) -> int:
+    from . import runs
+
+    config, data = prepared
+    log = (lambda msg: print(f"gebm fit: {msg}", file=sys.stderr, flush=True))  # noqa: E731
+    log(f"data {data!r}")
+    try:
+        run = runs.fit_run(args.out, data, config, seed=args.seed, device=args.device, progress=args.progress,
+                           checkpoint_every=args.checkpoint_every, overwrite=args.overwrite, log=log)
+    except runs.RunMismatch as e:
+        raise UsageError(str(e)) from None
+    s = run.info.get("summary", {})
+    base_name = run.config["base"]["class"]
+    print(f"Fitted a GEBM on {data.metadata.get('name')} ({data.dim} dims) into {run.path}")
+    monitor_label = {"val_nll": "NLL", "kale_val": "KALE value"}
+    rows = []
+    if "mle" in s:
+        mle, kale = s["mle"], s.get("kale", {})
+        rows += [
+            (f"base ({base_name}, MLE) validation NLL", _fmt(mle.get("best_val_nll"))),
+            (f"GEBM (KALE) validation {monitor_label.get(kale.get('monitor'), 'value')}",
+             _fmt(kale.get("best_val_nll"))),
+            ("MLE epochs / wall time", f"{mle.get('epochs')} / {_fmt(mle.get('wall_time'), digits=1)} s"),
+            ("KALE epochs / wall time", f"{kale.get('epochs')} / {_fmt(kale.get('wall_time'), digits=1)} s"),
+        ]
+    if "adversarial" in s:
+        adv = s["adversarial"]
+        rows += [
+            (f"GEBM ({base_name}, adversarial) best validation {adv.get('monitor') or 'value'}",
+             _fmt(adv.get("best_val_nll"))),
+            ("steps / wall time", f"{adv.get('steps')} / {_fmt(adv.get('wall_time'), digits=1)} s"),
+        ]
+    print(_table([*rows, ("model", str(run.path / runs.GEBM_FILE))]))
+    _wrote([run.path / runs.RUN_FILE, run.path / runs.HISTORY_FILE, run.path / runs.GEBM_FILE])
+    print(f"Next: gebm evaluate {run.path}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+def _prepare_run(args):
+    from . import runs
+
+    return runs.load_run(args.run_dir)
+
+
+def _run_evaluate(args, run) -> int:
+    import json
+
+    from . import runs
+
+    res = runs.evaluate_run(run, args.split, num_samples=args.num_samples, seed=args.seed)
+    path = Path(args.run_dir) / f"evaluation-{args.split}.json"
+    if args.json:
+        print(json.dumps(res, indent=2))
+        print(f"Wrote {path}", file=sys.stderr)
+        return EXIT_OK
+    base_name = run.config["base"]["class"] if isinstance(run.config.get("base"), dict) else "base"
+    partition = ("log-partition A_hat (c)", f"{_fmt(res['log_partition'], res['log_partition_stderr'], 4)} "
+                                            f"(c = {_fmt(res['c'], digits=4)})")
+    ess = ("effective sample size", f"{res['ess']:.0f} of {res['num_samples']} base samples")
+    if res["has_density"]:
+        print(f"{res['dataset']}, {args.split} split ({res['num_examples']} examples): NLL in {res['nll_units']}")
+        print(_table([
+            (f"base ({base_name}) NLL", _fmt(res["base_nll"], res["base_nll_stderr"])),
+            ("GEBM NLL (importance sampling)", _fmt(res["nll"], res["nll_stderr"])),
+            ("GEBM NLL, KALE upper bound", _fmt(res["nll_bound"], res["nll_bound_stderr"])),
+            ("Delta NLL = GEBM - base (paired; < 0 is better)", _fmt(res["delta_nll"], res["delta_nll_stderr"])),
+            ("KALE F(E, c)", _fmt(res["kale"])),
+            partition,
+            ess,
+        ]))
+        print(f"Verdict: {res['verdict']}")
+    else:
+        print(f"{res['dataset']}, {args.split} split ({res['num_examples']} examples): the base {base_name} has no "
+              "density, so there is no NLL; the KALE value and the log-partition:")
+        print(_table([("KALE F(E, c)", _fmt(res["kale"])), partition, ess]))
+    if res.get("warning"):
+        print(f"Warning: {res['warning']}")
+    print(f"Wrote {path}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------ sample
+def _takes_step_size(method: str) -> bool:
+    from .sampling.registry import get_sampler
+
+    spec = get_sampler(method)
+    return spec.passthrough is not None or "step_size" in spec.defaults
+
+
+def _prepare_sample(args):
+    from . import runs
+    from .sampling.registry import sampler_names
+
+    if args.backend is None:
+        args.backend = runs.default_backend(args.method)
+    if args.backend == "numpyro":
+        if args.method not in sampler_names("numpyro"):
+            methods = ", ".join(sampler_names("numpyro"))
+            raise UsageError(f"--backend numpyro supports --method {methods}, not {args.method!r}.")
+        _check_numpyro()
+    if args.friction is not None and args.method != "kinetic":
+        raise UsageError(f"--friction applies to --method kinetic, not {args.method!r}.")
+    if args.step_size is not None and not _takes_step_size(args.method):
+        raise UsageError(f"--step-size does not apply to --method {args.method!r} (it takes no steps).")
+    kwargs = _parse_options(args.options)
+    for name in ("step_size", "friction"):
+        if getattr(args, name) is not None:
+            if name in kwargs:
+                raise UsageError(f"{name} is given both as --{name.replace('_', '-')} and as --option.")
+            kwargs[name] = getattr(args, name)
+    if args.out is not None and Path(args.out).suffix.lower() not in SAMPLE_SUFFIXES:
+        raise UsageError(f"--out should be an HDF5 file ending in {' or '.join(SAMPLE_SUFFIXES)}. Got {args.out!r}.")
+    if args.netcdf is not None and Path(args.netcdf).suffix.lower() != ".nc":
+        raise UsageError(f"--netcdf should end in .nc. Got {args.netcdf!r}.")
+    run = runs.load_run(args.run_dir)
+    return run, kwargs
+
+
+def _run_sample(args, prepared) -> int:
+    from . import runs
+
+    run, kwargs = prepared
+    try:
+        files = runs.sample_run(run, args.out, netcdf=args.netcdf, method=args.method, backend=args.backend,
+                                num_samples=args.num_samples, warmup_steps=args.warmup, num_chains=args.chains,
+                                temperature=args.temperature, seed=args.seed,
+                                progress=sys.stderr.isatty() if args.progress is None else args.progress,
+                                **kwargs)
+    except TypeError as e:
+        if "keyword argument" in str(e):  # an --option the sampler does not take
+            raise UsageError(f"--option: {e}") from None
+        raise
+    post = files.idata.posterior
+    attrs = post.attrs
+    print(f"Drew {post.sizes['chain']} x {post.sizes['draw']} samples with {args.method} ({args.backend}) "
+          f"in {_fmt(attrs.get('sampling_time'), digits=1)} s")
+    _wrote([files.hdf5, files.netcdf])
+    print(f"Next: gebm diagnose {files.netcdf} --plots {Path(files.netcdf).parent / 'plots'}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------ diagnose
+def _in_data_units(idata, reference, metadata: dict):
+    """The draws and held-out points mapped back through the inverse whitening, with the data's column names
+    (None when the run's data were not whitened)."""
+    from .runs.samples import unwhiten
+
+    columns = (metadata.get("preprocessing") or {}).get("columns")
+    x = idata.posterior["x"]
+    x_orig = unwhiten(x.values.astype("float64"), metadata)
+    if x_orig is None:
+        return None
+    ref_orig = unwhiten(reference.astype("float64"), metadata)
+    labels = [str(c) for c in columns] if columns and len(columns) == x.shape[-1] else None
+    copy = idata.copy()
+    copy.posterior["x"] = x.copy(data=x_orig)
+    return copy, ref_orig, labels
+
+
+def _prepare_diagnose(args):
+    from . import runs
+
+    idata = runs.read_samples(args.file)
+    if args.var not in idata.posterior:
+        raise UsageError(f"{args.file!r} has no posterior variable {args.var!r} (it has {list(idata.posterior)}).")
+    reference = None
+    run_dir = args.run_dir or idata.posterior.attrs.get("run_dir") or None
+    if run_dir and args.plots and args.var == "x":
+        try:
+            data = runs.load_run(run_dir).data
+            reference = (getattr(data, args.split), data.metadata)
+        except (FileNotFoundError, ValueError) as e:
+            if args.run_dir:  # asked for explicitly: an error
+                raise
+            print(f"gebm diagnose: no held-out data for the pair plot ({e})", file=sys.stderr)
+    if args.plots:
+        plots = Path(args.plots)
+        if plots.exists() and not plots.is_dir():
+            raise UsageError(f"--plots {str(plots)!r} exists and is not a folder.")
+    return idata, reference
+
+
+def _run_diagnose(args, prepared) -> int:
+    import json
+
+    import numpy as np
+
+    from . import diagnostics
+
+    idata, reference = prepared
+    names = [args.var]
+    if args.json:
+        tables = {
+            "run": diagnostics.run_summary(idata, names),
+            "chains": json.loads(diagnostics.chain_summary(idata).to_json(orient="index")),
+            "summary": json.loads(diagnostics.summary(idata, names).to_json(orient="index")),
+        }
+        print(json.dumps(tables, indent=2))
+    else:
+        print(diagnostics.report(idata, names))
+    if args.plots:
+        plots = Path(args.plots)
+        written = [
+            diagnostics.plot_trace(idata, plots / f"trace_{args.var}.png", var_name=args.var, max_dims=args.max_dims),
+            diagnostics.plot_rank(idata, plots / f"rank_{args.var}.png", var_name=args.var, max_dims=args.max_dims),
+        ]
+        if reference is not None:
+            held_out, metadata = reference
+            pair_idata, labels = idata, None
+            original = _in_data_units(idata, np.asarray(held_out), metadata)
+            if original is not None:  # the pair plot in the data's own units and column names
+                pair_idata, held_out, labels = original
+            written.append(diagnostics.plot_pair(pair_idata, held_out, plots / "pair_x.png", max_dims=args.max_dims,
+                                                 labels=labels))
+        _wrote(written, file=sys.stderr if args.json else sys.stdout)
+    return EXIT_OK
+
+
+COMMANDS: dict[str, tuple[Callable, Callable]] = {
+    "fit": (_prepare_fit, _run_fit),
+    "evaluate": (_prepare_run, _run_evaluate),
+    "sample": (_prepare_sample, _run_sample),
+    "diagnose": (_prepare_diagnose, _run_diagnose),
+}

@@ -1,0 +1,310 @@
+"""Run configurations: the TOML schema, ``--set`` overrides, and the base / energy classes they name.
+
+A configuration has these tables (every one optional):
+
+* ``[data]``: ``name``, the dataset (or data file) to fit when the command line gives none;
+* ``[base]``: ``class`` (a name registered with :func:`gebm_ppl.register_base`, default ``"RealNVP"``)
+  and its constructor keywords; ``dim`` (and ``image_shape``, for image data) come from the data.
+  The older ``[realnvp]`` table is read as ``[base] class = "RealNVP"``;
+* ``[energy]``: ``class`` (registered with :func:`gebm_ppl.register_energy`, default ``"EnergyMLP"``)
+  and its keywords, ``dim`` / ``image_shape`` filled in the same way;
+* ``[mle]``, ``[kale]``: keywords of :func:`gebm_ppl.fit_mle` and :func:`gebm_ppl.fit_kale`, the two
+  stages of a base with a density;
+* ``[adversarial]``: keywords of :func:`gebm_ppl.fit_adversarial`, the one stage of a base without a
+  density (a generator);
+* ``[sample]``: keywords of :func:`gebm_ppl.sample_latent` (recorded with the run).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "CONFIG_SECTIONS",
+    "apply_overrides",
+    "build_base",
+    "build_energy",
+    "check_config",
+    "has_density",
+    "load_config",
+    "parse_override",
+    "parse_value",
+    "set_dotted",
+    "validate_config",
+]
+
+CONFIG_SECTIONS = ("data", "base", "energy", "mle", "kale", "adversarial", "sample")
+"""The tables of a run configuration (see the module docstring); ``realnvp`` is read as ``base``."""
+
+TRAINING_SECTIONS = ("mle", "kale", "adversarial")
+DEFAULT_BASE, DEFAULT_ENERGY = "RealNVP", "EnergyMLP"
+
+# Keys that the run sets itself and a configuration may not.
+_RESERVED = {"dim", "base", "gebm", "train", "val", "seed", "device", "progress", "callback", "checkpoint_path",
+             "checkpoint_every", "resume"}
+_FILLED = {"dim", "image_shape"}  # constructor arguments taken from the data when the table leaves them out
+
+
+def _registries() -> tuple[dict, dict]:
+    """BASES and ENERGIES, with the library's own optional classes registered."""
+    import importlib
+
+    from ..bases import BASES
+    from ..energies import ENERGIES
+
+    for module in ("generators", "image_energies", "nsf"):
+        try:
+            importlib.import_module(f"gebm_ppl.{module}")
+        except ImportError:  # an optional module (or one whose dependency is missing)
+            pass
+    return BASES, ENERGIES
+
+
+def _parameters(fn) -> dict[str, inspect.Parameter]:
+    return {n: p for n, p in inspect.signature(fn).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"}
+
+
+def _training_functions() -> dict:
+    from ..training import fit_adversarial, fit_kale, fit_mle
+
+    return {"mle": fit_mle, "kale": fit_kale, "adversarial": fit_adversarial}
+
+
+def _resolve(section: str, values: dict, source: str):
+    registry = _registries()[0 if section == "base" else 1]
+    name = values.get("class", DEFAULT_BASE if section == "base" else DEFAULT_ENERGY)
+    if not isinstance(name, str) or name not in registry:
+        register = "register_base" if section == "base" else "register_energy"
+        raise ValueError(f"{source}: [{section}] class {name!r} is not registered (known: {', '.join(registry)}; "
+                         f"add one with gebm_ppl.{register}).")
+    return registry[name]
+
+
+def has_density(config: dict) -> bool:
+    """Whether the configured base class has a density (its ``has_density`` attribute, True if it has none)."""
+    return bool(getattr(_resolve("base", config.get("base", {}), "configuration"), "has_density", True))
+
+
+# ------------------------------------------------------------------------------------------ schema
+def validate_config(config: dict, source: str = "configuration") -> dict:
+    """Check a run configuration and return a normalised deep copy with every table of :data:`CONFIG_SECTIONS`.
+
+    ``[base]`` and ``[energy]`` get their ``class``; a ``[realnvp]`` table becomes ``[base] class = "RealNVP"``.
+    Keys are checked against the named class's constructor and the training functions' keywords
+    (values are checked by :func:`check_config`).
+
+    Raises:
+        ValueError: an unknown section, class or key, a key that the run sets itself (``seed``,
+            ``device``, ...), or training tables that do not fit the base (``[mle]``/``[kale]`` for a
+            base without a density, ``[adversarial]`` for one with a density).
+        TypeError: a section that is not a table.
+    """
+    config = dict(config)
+    if "realnvp" in config:
+        if "base" in config:
+            raise ValueError(f"{source}: give the base in [base] or in [realnvp] (the older name), not both.")
+        legacy = config.pop("realnvp")
+        config["base"] = {"class": "RealNVP", **legacy} if isinstance(legacy, dict) else legacy
+    unknown = set(config) - set(CONFIG_SECTIONS)
+    if unknown:
+        raise ValueError(f"{source}: unknown sections {sorted(unknown)}; expected some of {list(CONFIG_SECTIONS)}.")
+    out: dict[str, dict] = {}
+    for section in CONFIG_SECTIONS:
+        values = config.get(section, {})
+        if not isinstance(values, dict):
+            raise TypeError(f"{source}: [{section}] should be a table of options. Got {type(values).__name__}.")
+        values = copy.deepcopy(values)
+        if section in ("base", "energy"):
+            cls = _resolve(section, values, source)
+            values["class"] = cls.__name__
+            allowed = [n for n in _parameters(cls.__init__) if n != "dim"]
+        elif section in TRAINING_SECTIONS:
+            allowed = [n for n in _parameters(_training_functions()[section]) if n not in _RESERVED]
+        elif section == "data":
+            allowed = ["name"]
+        else:  # sample: checked by sample_latent, which knows each method's options
+            allowed = None
+        for key in values:
+            if key == "class" and section in ("base", "energy"):
+                continue
+            if key in _RESERVED:
+                raise ValueError(f"{source}: [{section}] sets {key!r}, which the run sets itself; remove it.")
+            if allowed is not None and key not in allowed:
+                raise ValueError(
+                    f"{source}: unknown option {key!r} in [{section}]. Known options: {', '.join(allowed)}."
+                )
+        out[section] = values
+    density = bool(getattr(_resolve("base", out["base"], source), "has_density", True))
+    wrong = ["adversarial"] if density else ["mle", "kale"]
+    used = [s for s in wrong if out[s]]
+    if used:
+        kind = "has a density: it is trained by [mle] then [kale]" if density else \
+            "has no density: it is trained by [adversarial]"
+        raise ValueError(f"{source}: the base {out['base']['class']} {kind}, so {', '.join(f'[{s}]' for s in used)} "
+                         "does not apply.")
+    return out
+
+
+def load_config(path: str | os.PathLike | None) -> dict:
+    """Read a TOML configuration (tomllib) and validate its tables (:data:`CONFIG_SECTIONS`, or ``[realnvp]``).
+
+    Other top-level keys and tables (a benchmark's seeds, ``[kale_joint]``, ``[maf]``, ``[nsf]``,
+    ``[eval]``, ``[full]``) are left out. ``None`` gives the defaults of the library.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: not valid TOML, or unknown options (see :func:`validate_config`).
+    """
+    if path is None:
+        return validate_config({})
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no configuration file at {str(path)!r}.")
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{str(path)!r} is not valid TOML: {e}") from e
+    wanted = {*CONFIG_SECTIONS, "realnvp"}
+    return validate_config({k: v for k, v in raw.items() if k in wanted}, source=repr(str(path)))
+
+
+# ------------------------------------------------------------------------------------------ overrides
+def parse_value(text: str):
+    """A TOML value (``3``, ``1e-3``, ``[8, 8]``, ``true``, ``"x"``); a bare word is a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_override(text: str) -> tuple[str | None, str, object]:
+    """``"[dataset:]section.key=value"`` → (dataset or None, the dotted key, the value by :func:`parse_value`).
+
+    Raises:
+        ValueError: no ``=``, or an empty part of the key.
+    """
+    name, sep, raw = text.partition("=")
+    dataset = None
+    if ":" in name:
+        dataset, name = (s.strip() for s in name.split(":", 1))
+    key = name.strip()
+    if not sep or "." not in key or any(not part.strip() for part in key.split(".")):
+        raise ValueError(f"override {text!r} should read SECTION.KEY=VALUE (key=value, the value in TOML syntax), "
+                         "e.g. kale.epochs=3.")
+    return dataset or None, ".".join(p.strip() for p in key.split(".")), parse_value(raw.strip())
+
+
+def set_dotted(config: dict, key: str, value: object) -> None:
+    """Set the dotted ``key`` of ``config`` to ``value``, creating tables as needed.
+
+    Raises:
+        ValueError: a part of the key that is a value, not a table.
+    """
+    parts = key.split(".")
+    node = config
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {key}: {part!r} is not a table.")
+    node[parts[-1]] = value
+
+
+def apply_overrides(config: dict, overrides: Sequence[str]) -> dict:
+    """Apply ``section.key=value`` overrides (value in TOML syntax; a bare word is a string) and validate.
+
+    ``realnvp.KEY`` sets ``base.KEY`` (the older name of the table).
+
+    Example:
+        >>> apply_overrides(validate_config({}), ["kale.epochs=3", "energy.hidden=[32, 32]"])["kale"]
+        {'epochs': 3}
+    """
+    config = copy.deepcopy(config)
+    for item in overrides:
+        dataset, key, value = parse_override(item)
+        if dataset is not None:
+            raise ValueError(f"override {item!r}: a DATASET: prefix applies to the benchmark, not to a run.")
+        section, _, rest = key.partition(".")
+        if section == "realnvp":
+            if config.get("base", {}).get("class", DEFAULT_BASE) != "RealNVP":
+                raise ValueError(f"override {item!r}: the base is {config['base']['class']}, not RealNVP; "
+                                 "set base.KEY instead.")
+            key = f"base.{rest}"
+        set_dotted(config, key, value)
+    return validate_config(config, source="override")
+
+
+# ------------------------------------------------------------------------------------------ build
+def _filled(cls, values: dict, dim: int, image_shape: Sequence[int] | None) -> dict:
+    kwargs = {k: v for k, v in values.items() if k != "class"}
+    params = _parameters(cls.__init__)
+    if "dim" in params:
+        kwargs["dim"] = int(dim)
+    if "image_shape" in params and "image_shape" not in kwargs and image_shape is not None:
+        kwargs["image_shape"] = tuple(int(s) for s in image_shape)
+    return kwargs
+
+
+def build_base(config: dict, dim: int, image_shape: Sequence[int] | None = None, *, seed: int | None = None):
+    """The base of ``config["base"]``: its class with its keywords, ``dim`` / ``image_shape`` from the data.
+
+    ``seed`` seeds torch's global generator first (the initial weights); None uses its current state.
+    """
+    cls = _resolve("base", config["base"], "configuration")
+    if seed is not None:
+        torch.manual_seed(int(seed))
+    return cls(**_filled(cls, config["base"], dim, image_shape))
+
+
+def build_energy(config: dict, dim: int, image_shape: Sequence[int] | None = None, *, seed: int | None = None):
+    """The energy of ``config["energy"]``, as :func:`build_base` builds the base."""
+    cls = _resolve("energy", config["energy"], "configuration")
+    if seed is not None:
+        torch.manual_seed(int(seed))
+    return cls(**_filled(cls, config["energy"], dim, image_shape))
+
+
+def _check_type(section: str, key: str, value: object, param: inspect.Parameter) -> None:
+    default = param.default
+    if default is inspect.Parameter.empty or default is None or value is None:
+        return
+    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,), tuple: (list, tuple)}
+    for kind, ok in kinds.items():
+        if isinstance(default, kind):
+            if not isinstance(value, ok) or (kind is not bool and isinstance(value, bool)):
+                raise TypeError(f"[{section}] {key!r} should be a {kind.__name__}, like its default {default!r}. "
+                                f"Got {value!r}.")
+            return
+
+
+def check_config(config: dict, dim: int, image_shape: Sequence[int] | None = None) -> None:
+    """Check a configuration's values before any training: build the base and the energy (cheap), and check
+    the training keywords' types against their defaults and the required ones (``[adversarial] steps``).
+
+    The global torch RNG is left as it was.
+
+    Raises:
+        ValueError, TypeError: the message of the constructor or of the check, naming the option.
+    """
+    with torch.random.fork_rng(devices=[]):
+        build_base(config, dim, image_shape)
+        build_energy(config, dim, image_shape)
+    stages = ("mle", "kale") if has_density(config) else ("adversarial",)
+    functions = _training_functions()
+    for section in stages:
+        params = _parameters(functions[section])
+        for key, value in config[section].items():
+            _check_type(section, key, value, params[key])
+        missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in _RESERVED
+                   and n not in config[section]]
+        if missing:
+            raise ValueError(f"[{section}] needs {', '.join(repr(m) for m in missing)} "
+                             f"(e.g. --set {section}.{missing[0]}=...).")

@@ -1,0 +1,38 @@
+"""Evaluate a fitted run on one split (:func:`gebm_ppl.evaluate_gebm`) and write ``evaluation-<split>.json``."""
+
+from __future__ import annotations
+
+import os
+
+from ..evaluation import evaluate_gebm, low_ess_warning, verdict
+from .files import Run, load_run, write_json
+
+__all__ = ["SPLITS", "evaluate_run"]
+
+SPLITS = ("train", "val", "test")
+"""The data splits of a run (and of the CLI's ``--split``)."""
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike | Run, split: str = "test", *, num_samples: int = 100_000, seed: int = 0
+) -> dict:
+    """Evaluate a fitted run on a split (:func:`gebm_ppl.evaluation.evaluate_gebm`) and save the figures.
+
+    ``run_dir`` is a run folder or its :class:`~gebm_ppl.runs.Run`. Writes ``evaluation-<split>.json`` in
+    the run directory and returns its contents: the :class:`~gebm_ppl.evaluation.GEBMEvaluation` fields
+    (Δ NLL = GEBM − base: negative is better) plus ``split``, ``dataset``, ``nll_units`` (nats per
+    example in the model's whitened space), ``has_density``, ``verdict`` (one line) and ``warning``
+    (None, or why Â is unreliable). For a base without a density the NLL fields are None.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"'split' should be one of {list(SPLITS)}. Got {split!r}.")
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
+    x = getattr(run.data, split)
+    ev = evaluate_gebm(run.gebm, x, num_samples=num_samples, seed=seed)
+    out = {"split": split, "dataset": run.info.get("dataset", {}).get("name"),
+           "nll_units": "nats per example, whitened space", "seed": int(seed), **ev.to_dict(),
+           "has_density": ev.has_density,
+           "verdict": verdict(ev.delta_nll, ev.delta_nll_stderr) if ev.has_density else None,
+           "warning": low_ess_warning(ev)}
+    write_json(run.path / f"evaluation-{split}.json", out)
+    return out

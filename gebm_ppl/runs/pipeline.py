@@ -1,0 +1,204 @@
+"""Train a GEBM from a configuration: the stages (MLE base then KALE energy, or adversarial) and :func:`fit_run`.
+
+A base with a density (``has_density``) is fitted by maximum likelihood (:func:`gebm_ppl.fit_mle`,
+``[mle]``), then the energy E and the log-partition c by KALE on it (:func:`gebm_ppl.fit_kale`,
+``[kale]``); a base without one (a generator) is trained with the energy from scratch by
+:func:`gebm_ppl.fit_adversarial` (``[adversarial]``). The stage functions below are the only
+implementation of these steps: the run directories of :func:`fit_run` and the benchmarks call them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import __version__
+from ..gebm import GEBM
+from .config import build_base, build_energy, check_config, has_density, validate_config
+from .files import (
+    CHECKPOINTS,
+    GEBM_FILE,
+    HISTORY_FILE,
+    RUN_FILE,
+    RUN_FORMAT,
+    RUN_VERSION,
+    Run,
+    RunMismatch,
+    data_identity,
+    image_shape,
+    load_run,
+    read_json,
+    write_data,
+    write_json,
+)
+
+__all__ = ["build_gebm", "fit_run", "train_adversarial", "train_base_mle", "train_energy_kale"]
+
+
+def build_gebm(config: dict, data, seed: int | None = None) -> GEBM:
+    """The GEBM of ``config`` for ``data``: torch seeded with ``seed``, then the base, then the energy."""
+    shape = image_shape(data)
+    base = build_base(config, data.dim, shape, seed=seed)
+    return GEBM(base, build_energy(config, data.dim, shape))
+
+
+def train_base_mle(base, data, options: dict, *, seed: int = 0, **loop):
+    """Stage 1 of a density base: :func:`gebm_ppl.fit_mle` on ``data.train`` with early stopping on ``data.val``.
+
+    ``options`` are fit_mle's keywords (``[mle]``), ``loop`` the run's own (``device``, ``progress``,
+    ``checkpoint_path``, ``checkpoint_every``, ``resume``). Returns the history; the base is left in eval mode.
+    """
+    from ..training import fit_mle
+
+    history = fit_mle(base, data.train, data.val, seed=int(seed), **loop, **options)
+    base.eval()
+    return history
+
+
+def train_energy_kale(gebm: GEBM, data, options: dict, *, seed: int = 0, **loop):
+    """Stage 2: the energy and c of ``gebm`` by :func:`gebm_ppl.fit_kale` (``[kale]``; ``train_base`` there
+    trains the base too). Returns the history."""
+    from ..training import fit_kale
+
+    return fit_kale(gebm, data.train, data.val, seed=int(seed), **loop, **options)
+
+
+def train_adversarial(gebm: GEBM, data, options: dict, *, seed: int = 0, **loop):
+    """The one stage of a base without a density: base and energy by :func:`gebm_ppl.fit_adversarial`."""
+    from ..training import fit_adversarial
+
+    return fit_adversarial(gebm, data.train, data.val, seed=int(seed), **loop, **options)
+
+
+STAGES: dict[str, Callable] = {"mle": None, "kale": train_energy_kale, "adversarial": train_adversarial}
+
+
+def _summary(stages: dict) -> dict:
+    def at_best(h, key):
+        rows = [r for r in h.records if r.get("epoch") == h.best_epoch]
+        return rows[-1].get(key) if rows else None
+
+    out = {}
+    for name, h in stages.items():
+        s = {"epochs": len(h.records), "best_val_nll": h.best_value, "monitor": h.monitor,
+             "best_epoch": h.best_epoch, "wall_time": h.wall_time, "steps": h.total_steps,
+             "stop_reason": h.stop_reason}
+        if name == "kale":
+            s["base_val_nll"] = at_best(h, "base_val_nll")
+        out[name] = s
+    return out
+
+
+def _check_identity(run_dir: Path, identity: dict, say) -> dict | None:
+    """The old run.json when ``run_dir`` holds this run; RunMismatch when it holds another one."""
+    old = read_json(run_dir / RUN_FILE)
+    if old.get("format") != RUN_FORMAT:
+        raise RunMismatch(f"{str(run_dir)!r} holds a {RUN_FILE} that is not a gebm_ppl run.")
+    old_identity = json.loads(json.dumps(old.get("identity")))
+    if old_identity != json.loads(json.dumps(identity)):
+        diff = [k for k in identity if json.dumps(old_identity.get(k), sort_keys=True)
+                != json.dumps(identity[k], sort_keys=True)]
+        raise RunMismatch(
+            f"{str(run_dir)!r} holds a run with another {' and '.join(diff)}; "
+            "choose a new output folder, or pass overwrite=True (gebm fit --overwrite) to start afresh."
+        )
+    return old
+
+
+def fit_run(
+    run_dir: str | os.PathLike,
+    data,
+    config: dict | None = None,
+    *,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool | None = None,
+    checkpoint_every: int | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Run:
+    """Fit a GEBM into ``run_dir``: the base and energy of ``config``, trained by the stages of the base's kind.
+
+    A base with a density (the default :class:`gebm_ppl.RealNVP`): :func:`gebm_ppl.fit_mle`
+    (``config["mle"]``, early stopping on the validation NLL), then :func:`gebm_ppl.fit_kale`
+    (``config["kale"]``); a base without one: :func:`gebm_ppl.fit_adversarial` (``config["adversarial"]``).
+    The configuration's values are checked (:func:`~gebm_ppl.runs.check_config`) before anything is
+    written. Every stage checkpoints into the folder; when it already holds an unfinished run with
+    the same data, seed and configuration, the run continues from the last checkpoints.
+
+    Args:
+        run_dir: the run folder (created if needed).
+        data: a :class:`gebm_ppl.data.UCIData` (from :func:`~gebm_ppl.runs.load_data`).
+        config: the run configuration (:func:`~gebm_ppl.runs.load_config`); None for the defaults.
+        seed: seed of the initial weights (torch is seeded, then the base and the energy are built) and
+            of every training loop.
+        device: ``"cpu"``, ``"cuda"``, ... (default: CPU).
+        progress: tqdm bars (None: only on a terminal).
+        checkpoint_every: checkpoint every this many optimizer steps (default: every epoch).
+        overwrite: discard a run already in ``run_dir`` and start afresh.
+        log: called with one-line progress messages.
+
+    Returns:
+        the fitted :class:`~gebm_ppl.runs.Run`.
+
+    Raises:
+        ValueError, TypeError: a bad configuration value (before training).
+        RunMismatch: ``run_dir`` holds a run with other data, seed or configuration (and not ``overwrite``).
+        gebm_ppl.TrainingDiverged: a training loss became non-finite (the checkpoints stay).
+    """
+    say = log or (lambda msg: None)
+    config = validate_config(config or {})
+    check_config(config, data.dim, image_shape(data))
+    run_dir = Path(run_dir)
+    identity = {"data": data_identity(data.metadata), "seed": int(seed), "config": config}
+    info_path = run_dir / RUN_FILE
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if info_path.exists() and not overwrite:
+        old = _check_identity(run_dir, identity, say)
+        if old.get("status") == "done" and (run_dir / GEBM_FILE).is_file():
+            say(f"{run_dir} already holds this finished run; nothing to do.")
+            return load_run(run_dir)
+        say(f"continuing the unfinished run in {run_dir}")
+        started = old.get("started", started)
+    elif overwrite:
+        stale = [run_dir / n for n in (RUN_FILE, GEBM_FILE, HISTORY_FILE, *CHECKPOINTS.values())]
+        for path in [*stale, *run_dir.glob("evaluation-*.json")]:
+            path.unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = {
+        "format": RUN_FORMAT,
+        "version": RUN_VERSION,
+        "gebm_ppl_version": __version__,
+        "identity": identity,
+        "data_key": write_data(run_dir / "data.h5", data),
+        "dataset": {k: data.metadata.get(k) for k in ("name", "protocol", "description", "dim", "sizes")},
+        "status": "fitting",
+        "started": started,
+    }
+    write_json(info_path, info)
+
+    gebm = build_gebm(config, data, seed)
+    if device is not None:
+        gebm.to(device)
+    common = dict(seed=int(seed), progress=progress, checkpoint_every=checkpoint_every)
+    stages = {}
+    for stage in ("mle", "kale") if has_density(config) else ("adversarial",):
+        path = run_dir / CHECKPOINTS[stage]
+        resume = path if path.is_file() else None
+        say(f"{stage}: resuming from {path}" if resume is not None else f"{stage}: training")
+        loop = dict(common, checkpoint_path=path, resume=resume)
+        if stage == "mle":
+            history = train_base_mle(gebm.base, data, config["mle"], **loop)
+        else:
+            history = STAGES[stage](gebm, data, config[stage], **loop)
+        stages[stage] = history
+        say(f"{stage}: {history!r}")
+    gebm.eval()
+    write_json(run_dir / HISTORY_FILE, {k: h.to_dict() for k, h in stages.items()})
+    gebm.save(run_dir / GEBM_FILE, run_dir=str(run_dir.resolve()), seed=int(seed))
+    info.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), summary=_summary(stages))
+    write_json(info_path, info)
+    return Run(run_dir, gebm.cpu(), data, config, info)

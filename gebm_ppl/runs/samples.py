@@ -1,0 +1,175 @@
+"""Sample a fitted run's GEBM (:func:`gebm_ppl.sample_latent`) into HDF5 + netCDF files, and read them back."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from .._io import atomic_open
+from .files import Run, load_run
+
+__all__ = ["SampleFiles", "default_backend", "read_samples", "sample_run"]
+
+
+def default_backend(method: str = "nuts") -> str:
+    """The CLI's backend for ``method``: ``"numpyro"`` (JIT-compiled JAX, several times faster) when the method
+    has a NumPyro implementation and JAX and NumPyro can be imported, else ``"pyro"``."""
+    from ..sampling import get_sampler
+
+    if "numpyro" not in get_sampler(method).backends:
+        return "pyro"
+    try:
+        import jax  # noqa: F401
+        import numpyro  # noqa: F401
+    except ImportError:
+        return "pyro"
+    return "numpyro"
+
+
+@dataclass
+class SampleFiles:
+    """What :func:`sample_run` wrote and returned.
+
+    Attributes:
+        idata: the :class:`arviz.InferenceData` of :func:`gebm_ppl.sample_latent`.
+        hdf5: path of the HDF5 file of samples.
+        netcdf: path of the netCDF file of the InferenceData.
+    """
+
+    idata: object
+    hdf5: Path
+    netcdf: Path
+
+
+def unwhiten(x: np.ndarray, metadata: dict) -> np.ndarray | None:
+    """x_original = x W⁻¹ + mean, undoing the whitening x = (x_original − mean) W of the data (None if not whitened)."""
+    white = (metadata.get("preprocessing") or {}).get("whitening")
+    if not white or "mean" not in white or "matrix" not in white:
+        return None
+    mean, matrix = np.asarray(white["mean"]), np.asarray(white["matrix"])
+    return np.linalg.solve(matrix.T, x.reshape(-1, x.shape[-1]).T).T.reshape(x.shape) + mean
+
+
+def _attr(v):
+    if isinstance(v, bool | np.bool_):
+        return int(v)
+    if v is None:
+        return ""
+    return v
+
+
+def sample_run(
+    run_dir: str | os.PathLike | Run,
+    out: str | os.PathLike | None = None,
+    *,
+    netcdf: str | os.PathLike | None = None,
+    method: str = "nuts",
+    backend: str = "pyro",
+    num_samples: int = 1000,
+    warmup_steps: int = 500,
+    num_chains: int = 4,
+    temperature: float = 1.0,
+    seed: int = 0,
+    progress: bool = False,
+    **method_kwargs,
+) -> SampleFiles:
+    """Sample a fitted run's GEBM in latent space (:func:`gebm_ppl.sample_latent`) and write the draws.
+
+    The HDF5 file (h5py) holds ``posterior/z`` ``[chain, draw, d]``, ``posterior/x``
+    ``[chain, draw, D]`` (whitened space, where the model lives), ``x_original`` (the draws mapped
+    back to the data's units through the inverse whitening, when the data were whitened) and every
+    ``sample_stats`` variable; its attributes hold the sampler settings. The InferenceData is
+    written to netCDF (``netcdf``, default: ``out`` with suffix ``.nc``), with the run directory
+    in ``posterior.attrs["run_dir"]`` so that :func:`gebm_ppl.diagnostics` plots can find the
+    held-out data.
+
+    Args:
+        run_dir: a fitted run directory (or its :class:`Run`).
+        out: the HDF5 file (default ``run_dir/samples.h5``).
+        netcdf: the netCDF file (default: ``out`` with suffix ``.nc``).
+        method: a registered method (``gebm_ppl.sampling.METHODS``: ``"nuts"``, ``"hmc"``, ``"ula"``, ...).
+        backend: ``"pyro"`` or ``"numpyro"``.
+        num_samples: draws kept per chain.
+        warmup_steps: discarded warm-up transitions per chain.
+        num_chains: number of chains.
+        temperature: energy temperature T (1 samples the model).
+        seed: sampler seed.
+        progress: show a progress bar.
+        **method_kwargs: sampler settings (see :func:`gebm_ppl.sample_latent`).
+
+    Returns:
+        :class:`SampleFiles`.
+    """
+    import h5py
+
+    from ..sampling import sample_latent
+
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
+    out = Path(out) if out is not None else run.path / "samples.h5"
+    netcdf = Path(netcdf) if netcdf is not None else out.with_suffix(".nc")
+    if out.resolve() == netcdf.resolve():
+        raise ValueError(f"the HDF5 and netCDF outputs are the same file {str(out)!r}.")
+    idata = sample_latent(run.gebm, method=method, backend=backend, num_samples=num_samples,
+                          warmup_steps=warmup_steps, num_chains=num_chains, temperature=temperature, seed=seed,
+                          progress=progress, **method_kwargs)
+    attrs = dict(idata.posterior.attrs)
+    attrs.update(run_dir=str(run.path.resolve()), dataset=run.info.get("dataset", {}).get("name") or "",
+                 gebm_ppl_version=__version__)
+    idata.posterior.attrs.update({k: _attr(v) for k, v in attrs.items()})
+    with atomic_open(out, "w+b") as f, h5py.File(f, "w") as h5:
+        for k, v in attrs.items():
+            h5.attrs[k] = _attr(v)
+        h5.attrs["method_kwargs"] = json.dumps(method_kwargs)
+        for group in ("posterior", "sample_stats"):
+            if hasattr(idata, group):
+                for name, var in getattr(idata, group).data_vars.items():
+                    h5.create_dataset(f"{group}/{name}", data=np.asarray(var.values))
+        x_orig = unwhiten(np.asarray(idata.posterior["x"].values, dtype=np.float64), run.data.metadata)
+        if x_orig is not None:
+            h5.create_dataset("x_original", data=x_orig)
+            columns = (run.data.metadata.get("preprocessing") or {}).get("columns")
+            if columns:
+                h5["x_original"].attrs["columns"] = [str(c) for c in columns]
+    _write_netcdf(idata, netcdf)
+    return SampleFiles(idata, out, netcdf)
+
+
+def _write_netcdf(idata, path: Path) -> None:
+    """``idata.to_netcdf`` made atomic: write a scratch file beside ``path``, then rename it onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        idata.to_netcdf(str(scratch))
+        os.replace(scratch, path)
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def read_samples(path: str | os.PathLike):
+    """The InferenceData of a ``gebm sample`` output: its netCDF file, or the HDF5 file beside it.
+
+    Raises:
+        FileNotFoundError: no such file (or, for an HDF5 file, no netCDF file beside it).
+        ValueError: the file is not a readable netCDF InferenceData.
+    """
+    import arviz as az
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no samples file at {str(path)!r}.")
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        nc = path.with_suffix(".nc")
+        if not nc.is_file():
+            raise FileNotFoundError(f"{str(path)!r} has no netCDF InferenceData beside it ({str(nc)!r}).")
+        path = nc
+    try:
+        idata = az.from_netcdf(str(path))
+        idata.posterior  # noqa: B018  (an InferenceData must have a posterior)
+    except Exception as e:  # netCDF/HDF5 readers raise many types on foreign files
+        raise ValueError(f"{str(path)!r} is not a netCDF InferenceData written by 'gebm sample': {e}") from e
+    return idata
