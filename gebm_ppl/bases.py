@@ -3,9 +3,9 @@
 The base protocol (what every base implements, and all the rest of gebm_ppl relies on):
 
 * ``dim`` (D, data dimension) and ``latent_dim`` (d, latent dimension; d = D for flows);
-* ``sample_latent(n) -> [n, d]``: draws from η = N(0, I_d) on the base's device and dtype;
+* ``sample_prior(n) -> [n, d]``: draws from η = N(0, I_d) on the base's device and dtype;
 * ``forward(z) -> x``: the generator G_θ, ``[..., d] -> [..., D]``, differentiable in z and θ;
-* ``sample(n) -> [n, D]``: ``forward(sample_latent(n))``;
+* ``sample(n) -> [n, D]``: ``forward(sample_prior(n))``;
 * ``config``: the constructor's keyword arguments (plain Python values), so that
   ``type(base)(**base.config)`` rebuilds the architecture for checkpoints;
 * bases with a density (invertible generators) also implement ``inverse(x) -> (z, logabsdet)``
@@ -20,6 +20,7 @@ nflows transforms map data → noise in ``forward``; the flip to our generator d
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from nflows.transforms import AffineCouplingTransform, CompositeTransform
@@ -47,15 +48,25 @@ class Base(nn.Module):
     def _param_like(self) -> Tensor:
         return next(self.parameters())
 
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``[n, latent_dim]`` latent points from η = N(0, I)."""
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``[n, latent_dim]`` latent points from the prior η = N(0, I_d)."""
         n = check_positive_int(n, "n")
         p = self._param_like()
         return torch.randn(n, self.latent_dim, device=p.device, dtype=p.dtype, generator=generator)
 
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Deprecated alias of :meth:`sample_prior` (``gebm_ppl.sample_latent`` is MCMC on the posterior)."""
+        warnings.warn(
+            "Base.sample_latent is deprecated: use Base.sample_prior for z ~ N(0, I) "
+            "(gebm_ppl.sample_latent is MCMC on the latent posterior).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.sample_prior(n, generator=generator)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``[n, dim]`` points X = G_θ(Z), Z ~ η."""
-        return self.forward(self.sample_latent(n, generator=generator))
+        return self.forward(self.sample_prior(n, generator=generator))
 
     def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         raise DensityNotAvailable(f"{type(self).__name__} is not invertible: it has no inverse or density.")

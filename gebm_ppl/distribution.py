@@ -115,7 +115,7 @@ class GEBMDistribution(TorchDistribution):
             out = []
             for start in range(0, n, per_chunk):
                 m = min(per_chunk, n - start)
-                z = gebm.base.sample_latent(m * k)
+                z = gebm.base.sample_prior(m * k)
                 x = gebm.base(z)
                 log_w = -gebm.energy(x).reshape(m, k)
                 idx = torch.distributions.Categorical(logits=log_w).sample()

@@ -51,7 +51,7 @@ def test_realnvp_shapes_and_gradients():
     assert base.log_prob(x).shape == (2, 5)
     assert base(torch.randn(2, 5, 3)).shape == (2, 5, 3)
     assert base.sample(7).shape == (7, 3)
-    assert base.sample_latent(4).shape == (4, 3)
+    assert base.sample_prior(4).shape == (4, 3)
     base.log_prob(x).sum().backward()
     for name, p in base.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name

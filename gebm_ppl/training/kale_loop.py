@@ -303,7 +303,7 @@ def fit_kale(
         done = 0
         while done < log_partition_samples:
             n = min(eval_batch_size, log_partition_samples - done)
-            yield base.sample_latent(n, generator=g)
+            yield base.sample_prior(n, generator=g)
             done += n
 
     @torch.no_grad()
@@ -358,7 +358,7 @@ def fit_kale(
     # ------------------------------------------------------------ steps
     def base_step(step: int) -> float:
         g = stream_generator(seed, STREAM_BASE, step, dev)
-        loss = kale_base_loss(energy(base(base.sample_latent(num_base, generator=g))))
+        loss = kale_base_loss(energy(base(base.sample_prior(num_base, generator=g))))
         if not bool(torch.isfinite(loss)):
             raise NonFinite("KALE base loss")
         grads = torch.autograd.grad(loss, base_params)
@@ -374,7 +374,7 @@ def fit_kale(
         x = x_train[idx.to(dev)]
         n = x.shape[0]
         with torch.no_grad():
-            xb = base(base.sample_latent(num_base, generator=g))
+            xb = base(base.sample_prior(num_base, generator=g))
         e = energy(torch.cat([x, xb])).double()  # the objective in float64: exp(−E − c) up to e^709
         objective = kale_objective(e[:n], e[n:], c.double())
         loss = -objective
