@@ -11,6 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ._modes import eval_mode
 from ._validation import check_positive_float, check_positive_int
 
 __all__ = [
@@ -123,14 +124,12 @@ def estimate_log_partition(
     num_samples = check_positive_int(num_samples, "num_samples")
     batch_size = check_positive_int(batch_size, "batch_size")
     temperature = check_positive_float(temperature, "temperature")
-    was_training = gebm.training
-    gebm.eval()
-    try:
+    with eval_mode(gebm):
         lse1 = lse2 = torch.tensor(-math.inf, dtype=torch.float64)
         done = 0
         while done < num_samples:
             n = min(batch_size, num_samples - done)
-            z = gebm.base.sample_latent(n, generator=generator)
+            z = gebm.base.sample_prior(n, generator=generator)
             log_w = (-temperature * gebm.latent_energy(z)).double().cpu()
             if not bool(torch.isfinite(log_w).all()):
                 raise ValueError(
@@ -139,6 +138,4 @@ def estimate_log_partition(
             b1, b2 = _combine(log_w)
             lse1, lse2 = torch.logaddexp(lse1, b1), torch.logaddexp(lse2, b2)
             done += n
-    finally:
-        gebm.train(was_training)
     return _finish(lse1, lse2, num_samples)

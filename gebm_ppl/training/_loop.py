@@ -1,44 +1,63 @@
-"""The step/epoch loop shared by fit_mle and fit_kale: batches, evaluation, early stopping, checkpoints, resume."""
+"""The step/epoch loop shared by the training functions: batches, evaluation, early stopping, checkpoints, resume.
+
+The loop's helpers live beside it and are re-exported here (for code written against this module):
+argument checks in ``_checks`` (``check_lr``, ``check_nonnegative_float``, ``check_nonnegative_int``,
+``check_optional_positive_int``), data coercion in ``_data`` (``as_data``, ``fingerprint``), random
+streams in ``_rng`` (``stream_generator``, ``STREAM_*``, ``get_rng_state``, ``set_rng_state``), the
+checkpoint format in ``_checkpoint``, options and schedules in ``_options`` (``TrainingOptions``,
+``SCHEDULES``, ``make_scheduler``) and progress reporting in ``_progress``. The module is longer
+than the others because :class:`Loop` is one state machine (position, epoch sums, best weights,
+checkpoint bookkeeping) whose methods all share that state; splitting it would pass the state around.
+"""
 
 from __future__ import annotations
 
 import math
-import random
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR, ReduceLROnPlateau
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-from .._io import atomic_torch_save
-from .._validation import check_positive_float, check_positive_int
-from ..gebm import checkpoint_digest, verify_digest
+from ._checkpoint import (
+    TRAINING_FORMAT,
+    TRAINING_VERSION,
+    check_compatible,
+    cpu_state,
+    read_training_checkpoint,
+    write_checkpoint,
+)
+from ._checks import check_lr, check_nonnegative_float, check_nonnegative_int, check_optional_positive_int
+from ._data import as_data, fingerprint
+from ._options import SCHEDULES, TrainingOptions, make_scheduler
+from ._progress import Progress
+from ._rng import STREAM_BASE, STREAM_DATA, STREAM_EVAL, STREAM_STEP, get_rng_state, set_rng_state, stream_generator
 from .history import TrainingDiverged, TrainingHistory
 
 __all__ = [
     "Loop",
     "NonFinite",
     "SCHEDULES",
+    "STREAM_BASE",
+    "STREAM_DATA",
+    "STREAM_EVAL",
+    "STREAM_STEP",
+    "TRAINING_FORMAT",
+    "TRAINING_VERSION",
+    "TrainingOptions",
     "as_data",
+    "check_lr",
     "check_nonnegative_float",
     "check_nonnegative_int",
     "check_optional_positive_int",
+    "fingerprint",
+    "get_rng_state",
     "make_scheduler",
+    "set_rng_state",
     "stream_generator",
 ]
-
-TRAINING_FORMAT = "gebm_ppl.training"
-TRAINING_VERSION = 1
-
-# Independent random streams: every draw is a pure function of (seed, stream, counter), so a resumed
-# run redraws exactly what the uninterrupted run would have drawn, whatever happened in between.
-STREAM_DATA, STREAM_STEP, STREAM_BASE, STREAM_EVAL = 1, 2, 3, 4
-
-SCHEDULES = ("cosine", "plateau", "step", None)
 
 
 class NonFinite(Exception):
@@ -49,157 +68,45 @@ class NonFinite(Exception):
         self.quantity = quantity
 
 
-# ------------------------------------------------------------------------------------------- arguments
-def check_nonnegative_float(value: object, name: str) -> float:
-    """A finite real number >= 0, as ``float``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"'{name}' should be a non-negative number. Got {value!r}.")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"'{name}' should be a finite number >= 0. Got {value}.")
-    return float(value)
-
-
-def check_nonnegative_int(value: object, name: str) -> int:
-    """An integer >= 0, as ``int``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"'{name}' should be a non-negative integer. Got {value!r}.")
-    if value < 0:
-        raise ValueError(f"'{name}' should be an integer >= 0. Got {value}.")
-    return int(value)
-
-
-def check_optional_positive_int(value: object, name: str) -> int | None:
-    """None, or an integer >= 1."""
-    return None if value is None else check_positive_int(value, name)
-
-
-def check_lr(value: object, name: str) -> float:
-    """A learning rate: a finite number > 0."""
-    return check_positive_float(value, name)
-
-
-def as_data(
-    x: object, name: str, dim: int | None, dtype: torch.dtype, device: torch.device, optional: bool = False
-) -> Tensor | None:
-    """Convert ``x`` (tensor or numpy array ``[N, D]``) to a finite tensor of the model's dtype and device.
-
-    Raises:
-        TypeError: not a tensor / array, or not real-valued.
-        ValueError: not 2-D, no rows, wrong number of columns, or rows with NaN / inf.
-    """
-    if x is None:
-        if optional:
-            return None
-        raise TypeError(f"'{name}' should be a torch.Tensor or numpy array of shape [N, D]. Got None.")
-    if isinstance(x, np.ndarray):
-        if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-            raise TypeError(f"'{name}' should hold real numbers. Got a numpy array of dtype {x.dtype}.")
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    elif not isinstance(x, Tensor):
-        raise TypeError(f"'{name}' should be a torch.Tensor or numpy array of shape [N, D]. Got {type(x).__name__}.")
-    if x.is_complex() or x.dtype == torch.bool:
-        raise TypeError(f"'{name}' should hold real numbers. Got dtype {x.dtype}.")
-    want = "D" if dim is None else str(dim)
-    if x.dim() != 2:
-        raise ValueError(f"'{name}' should have shape [N, {want}]. Got shape {tuple(x.shape)}.")
-    if x.shape[0] == 0:
-        raise ValueError(f"'{name}' is empty: expected at least one row of shape [N, {want}], got {tuple(x.shape)}.")
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"'{name}' should have {dim} columns (the model's dimension). Got shape {tuple(x.shape)}.")
-    x = x.detach().to(device=device, dtype=dtype)
-    finite = torch.isfinite(x).all(1)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().flatten()
-        raise ValueError(
-            f"'{name}' has {len(bad)} row(s) with NaN or inf values (first: row {int(bad[0])}) "
-            f"after conversion to {dtype}; drop or impute them first."
-        )
-    return x
-
-
-def fingerprint(x: Tensor) -> list[float]:
-    """Shape, sum and sum of squares (float64): enough to notice a different training set on resume."""
-    xd = x.double()
-    return [float(x.shape[0]), float(x.shape[1]), float(xd.sum()), float((xd * xd).sum())]
-
-
-def stream_generator(seed: int, stream: int, counter: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A fresh ``torch.Generator`` seeded from ``(seed, stream, counter)`` by numpy's SeedSequence."""
-    words = np.random.SeedSequence([seed, stream, counter]).generate_state(2, dtype=np.uint32)
-    g = torch.Generator(device=device)
-    g.manual_seed((int(words[0]) << 31) ^ int(words[1]))  # < 2**63
-    return g
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str | None, epochs: int, mode: str):
-    """Per-epoch learning-rate schedule.
-
-    ``"cosine"``: cosine decay to 0 over ``epochs``; ``"step"``: ×0.1 at 50 % and 75 % of ``epochs``
-    (the paper's multi-step decay); ``"plateau"``: ×0.5 after 5 evaluations without improvement of
-    the monitored value (the training loss when there is none); None: constant.
-    """
-    if schedule is None:
-        return None
-    if schedule == "cosine":
-        return CosineAnnealingLR(optimizer, T_max=epochs)
-    if schedule == "step":
-        return MultiStepLR(optimizer, milestones=sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)}), gamma=0.1)
-    if schedule == "plateau":
-        return ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=5)
-    raise ValueError(f"'schedule' should be one of {list(SCHEDULES)}. Got {schedule!r}.")
-
-
-# ------------------------------------------------------------------------------------------- RNG states
-def get_rng_state() -> dict:
-    """Global RNG states (torch CPU, CUDA when initialised, numpy, python) as checkpoint-safe values."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": cuda,
-        "numpy": {
-            "name": name,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    """Inverse of :func:`get_rng_state`."""
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-
-
-def _cpu_state(model: nn.Module) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def _close(a: object, b: object) -> bool:
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
-    return a == b
-
-
 # ------------------------------------------------------------------------------------------- the loop
 class Loop:
     """Runs ``train_step`` over shuffled minibatches, evaluates, stops early, checkpoints and resumes.
 
+    This constructor and :meth:`run` are the stable interface every training function builds on
+    (``fit_mle``, ``fit_kale``, ``fit_adversarial``). All constructor arguments are keywords:
+
+    * ``kind``: the run's name in checkpoints (a resume refuses another kind), e.g. ``"kale"``.
+    * ``model``: the ``nn.Module`` whose ``state_dict`` is checkpointed, checked finite and whose
+      best weights are restored at the end.
+    * ``optimizers`` / ``schedulers``: dicts name → optimizer / scheduler (None entries are
+      dropped); their states are checkpointed. Schedulers step once per epoch (``ReduceLROnPlateau``
+      on the monitored value, else on ``train_loss``).
+    * ``train_size``, ``batch_size``, ``epochs``: an epoch is ``ceil(train_size / batch_size)``
+      steps over a permutation drawn from ``stream_generator(seed, STREAM_DATA, epoch)``.
+    * ``patience``, ``eval_every``, ``monitor``, ``mode``: evaluate every ``eval_every`` epochs
+      (and after the last); early stopping watches record key ``monitor`` (None: never), smaller
+      better for ``mode="min"``, larger for ``"max"``.
+    * ``seed``, ``max_steps``: the data-order seed; stop after ``max_steps`` steps in total, possibly
+      mid-epoch (a ``partial`` record).
+    * ``checkpoint_path``, ``checkpoint_every``: write atomically after every epoch (or every
+      ``checkpoint_every`` steps) and at the end; None: no checkpoints.
+    * ``progress``: True / False / None (see :class:`~gebm_ppl.training._progress.Progress`: a tqdm
+      bar on a terminal, periodic log lines elsewhere); ``progress_interval``: seconds between two
+      lines (default 10 s); ``progress_keys``: extra record keys shown.
+    * ``callback``: called with a copy of each record; returning True stops training.
+    * ``settings``: stored in ``history.settings``. ``structure``: the settings a resumed run must
+      share with the checkpoint (batch size, seed, data fingerprint, ...).
+    * ``payload(training_state) -> dict``: builds the checkpoint dictionary (which must keep the
+      model's ``state_dict`` under ``"state_dict"``, and ``training_state`` under ``"training"`` or
+      ``extra["training"]``).
+    * ``desc``: the name used in progress lines and error messages.
+
+    ``run(train_step, evaluate) -> TrainingHistory``: ``train_step(indices, step) -> dict`` takes
+    one optimizer step on the rows ``indices`` (a LongTensor on the CPU) and returns metrics
+    (averaged over the epoch, weighted by rows); ``evaluate() -> dict`` returns the evaluation
+    values of a record. Either may raise :class:`NonFinite`, which becomes :class:`TrainingDiverged`.
     Steps are numbered from 0 in ``train_step(indices, step)``; records and errors count them from 1.
-    ``structure`` holds the settings a resumed run must share with the checkpoint (batch size,
-    seed, data fingerprint, ...) and ``payload(training_state)`` builds the checkpoint dictionary
-    (which must keep the model's ``state_dict`` under ``"state_dict"``).
+    ``load(path)`` restores a checkpoint before ``run`` (``resume``).
     """
 
     def __init__(
@@ -226,6 +133,8 @@ class Loop:
         structure: dict,
         payload: Callable[[dict], dict],
         desc: str,
+        progress_interval: float | None = None,
+        progress_keys: tuple[str, ...] = (),
     ):
         if callback is not None and not callable(callback):
             raise TypeError(f"'callback' should be callable (record -> bool | None). Got {type(callback).__name__}.")
@@ -252,6 +161,8 @@ class Loop:
         self.structure = structure
         self.payload = payload
         self.desc = desc
+        self.progress_interval = progress_interval
+        self.progress_keys = tuple(progress_keys)
         self.history = TrainingHistory(kind=kind, monitor=monitor, mode=mode, settings=settings)
         self.step = 0  # optimizer steps done
         self.epoch = 0  # full epochs done
@@ -295,30 +206,16 @@ class Loop:
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 raise self.diverged(f"model weight {name!r}", self.step, max(1, self.epoch + (self.batch > 0)))
         self._sync_times()
-        payload = self.payload(self._training_state())
-        if "digest" not in payload:  # GEBM checkpoints carry one already
-            payload["digest"] = checkpoint_digest(payload)
-        atomic_torch_save(payload, self.checkpoint_path)
+        write_checkpoint(self.payload(self._training_state()), self.checkpoint_path)
         self.last_checkpoint = (str(self.checkpoint_path), self.step)
         self._dirty = False
 
     def load(self, path: str | Path) -> None:
         """Restore model, optimizers, schedulers, RNG states, loop position and history from ``path``."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"'resume': no checkpoint at {str(path)!r}.")
+        ckpt, training = read_training_checkpoint(path)
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torn or foreign files raise several types
-            raise ValueError(f"'resume': {str(path)!r} is not a readable checkpoint: {type(e).__name__}: {e}") from e
-        training = None
-        if isinstance(ckpt, dict):
-            extra = ckpt.get("extra")
-            training = ckpt.get("training") or (extra.get("training") if isinstance(extra, dict) else None)
-        if not isinstance(training, dict) or training.get("format") != TRAINING_FORMAT:
-            raise ValueError(f"'resume': {str(path)!r} is not a gebm_ppl training checkpoint.")
-        verify_digest(ckpt, f"'resume': {str(path)!r}", required=True)  # restores exactly what was saved
-        try:
+            check_compatible(training, self.kind, self.structure, path)
             self._restore(ckpt, training, path)
         except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as e:
             raise ValueError(
@@ -326,22 +223,6 @@ class Loop:
             ) from e
 
     def _restore(self, ckpt: dict, training: dict, path: Path) -> None:
-        if training.get("version") != TRAINING_VERSION:
-            raise ValueError(
-                f"'resume': {str(path)!r} has training-checkpoint version {training.get('version')!r}; "
-                f"expected {TRAINING_VERSION}."
-            )
-        if training["kind"] != self.kind:
-            raise ValueError(
-                f"'resume': {str(path)!r} was written by a {training['kind']!r} run, not a {self.kind!r} run."
-            )
-        for key, value in self.structure.items():
-            saved = training["structure"].get(key)
-            if not _close(saved, value):
-                raise ValueError(
-                    f"'resume': the checkpoint was written with {key} = {saved!r}, but this call has {value!r}; "
-                    "an exact continuation needs the same value."
-                )
         try:
             self.model.load_state_dict(ckpt["state_dict"])
         except RuntimeError as e:
@@ -431,7 +312,7 @@ class Loop:
             best = h.best_value
             if best is None or (value < best if self.mode == "min" else value > best):
                 h.best_value, h.best_epoch = float(value), record["epoch"]
-                self.best_state = _cpu_state(self.model)
+                self.best_state = cpu_state(self.model)
                 self.bad_evals = 0
             else:
                 self.bad_evals += 1
@@ -463,13 +344,12 @@ class Loop:
             return "patience"
         return None
 
-    def _bar(self):
-        show = sys.stderr.isatty() if self.progress is None else self.progress
-        if not show:
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=self.epochs, initial=self.epoch, desc=self.desc, unit="epoch", leave=False, file=sys.stderr)
+    def _progress(self) -> Progress:
+        total = self.epochs
+        if self.max_steps is not None:
+            total = min(total, math.ceil(self.max_steps / self.steps_per_epoch))
+        keys = ("train_loss", self.monitor, *self.progress_keys)
+        return Progress(self.progress, self.desc, total, initial=self.epoch, keys=keys, interval=self.progress_interval)
 
     # ---------------------------------------------------------------- run
     def run(self, train_step: Callable[[Tensor, int], dict], evaluate: Callable[[], dict]) -> TrainingHistory:
@@ -477,7 +357,7 @@ class Loop:
         h = self.history
         self._t0 = time.perf_counter()
         S, B = self.steps_per_epoch, self.batch_size
-        bar = self._bar()
+        bar = self._progress()
         stop = self._initial_stop()
         try:
             while stop is None:
@@ -517,24 +397,22 @@ class Loop:
                 record = self._record(evaluate if do_eval else None, partial=False)
                 self.sums, self.counts, self.epoch_time = {}, {}, 0.0
                 self._step_schedulers(record)
-                if bar is not None:
-                    bar.update(1)
-                    shown = {k: record[k] for k in ("train_loss", self.monitor) if k and record.get(k) is not None}
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
+                bar.update(record)
                 if self._callback(record):
                     stop = "callback"
                 else:
                     stop = self._initial_stop()
                 if self.checkpoint_path is not None and (self.checkpoint_every is None or stop is not None):
                     self.save()
-        finally:
-            if bar is not None:
-                bar.close()
+        except BaseException:
+            bar.close()
+            raise
         if self.checkpoint_path is not None and self._dirty:
             self.save()
         h.stop_reason = stop
         h.stopped_early = stop != "epochs"
         self._sync_times()
+        bar.close(h)
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return h

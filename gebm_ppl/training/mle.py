@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._modes import eval_mode, train_mode
 from .._validation import check_positive_int
 from ._loop import (
     SCHEDULES,
@@ -30,14 +31,10 @@ __all__ = ["fit_mle", "mean_nll"]
 @torch.no_grad()
 def mean_nll(model: nn.Module, x: Tensor, batch_size: int = 8192) -> float:
     """−mean log p(x) over ``x`` ``[N, D]`` in batches, with ``model`` in eval mode; float64 sum."""
-    was_training = model.training
-    model.eval()
-    try:
-        total = torch.zeros((), dtype=torch.float64, device=x.device)
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    with eval_mode(model):
         for chunk in x.split(batch_size):
             total += model.log_prob(chunk).double().sum()
-    finally:
-        model.train(was_training)
     return -float(total) / x.shape[0]
 
 
@@ -194,9 +191,5 @@ def fit_mle(
             return {}
         return {"val_nll": mean_nll(base, x_val, eval_batch_size)}
 
-    was_training = base.training
-    base.train()
-    try:
+    with train_mode(base):
         return loop.run(train_step, evaluate)
-    finally:
-        base.train(was_training)
