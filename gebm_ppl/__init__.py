@@ -15,7 +15,10 @@ from .kale import (
     estimate_log_partition,
     kale_base_loss,
     kale_energy_loss,
+    kale_from_log_partition,
+    kale_nll_bound,
     kale_objective,
+    nll_from_log_partition,
 )
 
 __version__ = "0.1.0"
@@ -75,7 +78,10 @@ __all__ = [
     "gradient_penalty",
     "kale_base_loss",
     "kale_energy_loss",
+    "kale_from_log_partition",
+    "kale_nll_bound",
     "kale_objective",
+    "nll_from_log_partition",
     "register_base",
     "register_energy",
     "sample_latent",

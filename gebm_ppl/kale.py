@@ -19,9 +19,12 @@ __all__ = [
     "estimate_log_partition",
     "kale_base_loss",
     "kale_energy_loss",
+    "kale_from_log_partition",
+    "kale_nll_bound",
     "kale_objective",
     "log_mean_exp",
     "log_partition_from_log_weights",
+    "nll_from_log_partition",
 ]
 
 
@@ -47,6 +50,55 @@ def kale_objective(energy_data: Tensor, energy_base: Tensor, log_partition: Tens
     return -(energy_data + log_partition).mean() - exp_term + 1.0
 
 
+def _float(value: object, name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"'{name}' should be a real number (or a one-element tensor/array). Got {value!r}.") from e
+
+
+def kale_from_log_partition(mean_energy_data: float, log_partition: float, log_partition_estimate: float) -> float:
+    """F(E, c) = −E_P[E] − c − exp(Â − c) + 1, the KALE value with E_G[exp(−E)] estimated by exp(Â).
+
+    Args:
+        mean_energy_data: E_P[E], the mean energy over the data points (train, validation or test).
+        log_partition: c, the GEBM's learned log-partition parameter.
+        log_partition_estimate: Â = logmeanexp_i(−E(G(z_i))), the Monte-Carlo log-partition.
+
+    Returns:
+        F as a float. Â − c is capped at 700 inside the exponential, so a far-off c gives a huge
+        negative (finite) value instead of an overflow. At c = Â, F = −E_P[E] − Â.
+
+    Example:
+        >>> kale_from_log_partition(0.5, 0.2, 0.2)  # c = Â: F = −E_P[E] − Â
+        -0.7
+    """
+    e = _float(mean_energy_data, "mean_energy_data")
+    c = _float(log_partition, "log_partition")
+    a = _float(log_partition_estimate, "log_partition_estimate")
+    return -e - c - math.exp(min(a - c, 700.0)) + 1.0
+
+
+def nll_from_log_partition(base_nll: float, mean_energy_data: float, log_partition_estimate: float) -> float:
+    """The GEBM's NLL per example: −E_P[log g − E] + Â = NLL_base + E_P[E] + Â (nats)."""
+    return (
+        _float(base_nll, "base_nll")
+        + _float(mean_energy_data, "mean_energy_data")
+        + _float(log_partition_estimate, "log_partition_estimate")
+    )
+
+
+def kale_nll_bound(
+    base_nll: float, mean_energy_data: float, log_partition: float, log_partition_estimate: float
+) -> float:
+    """The KALE upper bound on the GEBM's NLL: NLL_base − F(E, c), with F from :func:`kale_from_log_partition`.
+
+    It is ≥ :func:`nll_from_log_partition` because exp(Â − c) ≥ 1 + Â − c, with equality at c = Â.
+    """
+    kale = kale_from_log_partition(mean_energy_data, log_partition, log_partition_estimate)
+    return _float(base_nll, "base_nll") - kale
+
+
 def kale_energy_loss(energy_data: Tensor, energy_base: Tensor, log_partition: Tensor) -> Tensor:
     """−F(E, c): the loss the energy and c minimise."""
     return -kale_objective(energy_data, energy_base, log_partition)
@@ -56,7 +108,7 @@ def kale_base_loss(energy_base: Tensor) -> Tensor:
     """Surrogate loss for the base: Σ_i w_i E(G_θ(z_i)) with w = softmax(−E) held constant.
 
     Its gradient in θ is the self-normalised estimate of ∇_θ KALE = E_Q[∇ₓE(G_θ(z)) ∇_θ G_θ(z)]
-    (DESIGN.md §1), because ∇_θ K(θ) = −∇_θ A(θ) at the optimal c.
+    because ∇_θ K(θ) = −∇_θ A(θ) at the optimal c.
     """
     weights = torch.softmax(-energy_base.detach(), dim=0)
     return (weights * energy_base).sum()
