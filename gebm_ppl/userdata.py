@@ -64,15 +64,27 @@ def _is_number(token: str) -> bool:
     return True
 
 
-def _csv_rows(path: Path, delimiter: str | None) -> tuple[list[list[str]], list[int], str | None]:
-    """The non-blank, non-comment rows of a text table as string tokens, their 1-based file lines, the delimiter."""
+def _read_text(path: Path, limit: int | None = None) -> str:
+    """The file's text (UTF-8, BOM dropped); with ``limit``, only its first whole lines up to ``limit`` characters."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with open(path, encoding="utf-8-sig") as f:  # universal newlines, as numpy's loadtxt reads the file
+            text = f.read(-1 if limit is None else limit)
+            if limit is not None and len(text) == limit and "\n" in text:
+                text = text[: text.rindex("\n") + 1]
     except UnicodeDecodeError as e:
         raise _fail(path, "a text table", f"it is not UTF-8 text ({e})") from e
+    return text
+
+
+def _csv_rows(path: Path, text: str, delimiter: str | None) -> tuple[list[list[str]], list[int], str | None]:
+    """The non-blank, non-comment rows of a text table as string tokens, their 1-based file lines, the delimiter.
+
+    As numpy's loadtxt reads them: ``#`` starts a comment to the end of the line.
+    """
     if "\x00" in text:
         raise _fail(path, "a text table", "it holds NUL bytes (a binary file?)")
-    numbered = [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip() and not ln.lstrip().startswith("#")]
+    numbered = [(i + 1, ln.split("#", 1)[0]) for i, ln in enumerate(text.split("\n"))]
+    numbered = [(i, ln) for i, ln in numbered if ln.strip()]
     if not numbered:
         raise _fail(path, "a text table", "the file is empty")
     lines = [ln for _, ln in numbered]
@@ -110,11 +122,28 @@ def _has_header(rows: list[list[str]]) -> bool:
 
 
 def _read_csv(path: Path, delimiter: str | None, columns, drop) -> tuple[np.ndarray, list[str], list[str]]:
-    """Select the columns (by name or 1-based index), then parse them: text columns are only an error if kept."""
-    rows, line_numbers, delimiter = _csv_rows(path, delimiter)
+    """Select the columns (by name or 1-based index), then parse them: text columns are only an error if kept.
+
+    The header, delimiter and columns come from the first lines; numpy's loadtxt then reads the kept
+    columns (fast); if it fails (text, empty cells, ragged rows), a line-by-line reader gives the
+    values (an empty cell as NaN) or an error naming rows, lines and columns.
+    """
+    rows, line_numbers, delimiter = _csv_rows(path, _read_text(path, 1 << 16), delimiter)
     has_header = _has_header(rows)
     width = len(rows[0])
     header = [t.strip('"') or f"column {j + 1}" for j, t in enumerate(rows[0])] if has_header else _names(width)
+    keep, names, removed = _select(header, columns, drop, path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": the slow reader says it better
+            x = np.loadtxt(path, delimiter=None if delimiter in (None, " ") else delimiter, comments="#",
+                           skiprows=line_numbers[0] if has_header else 0, usecols=keep, quotechar='"',
+                           dtype=np.float64, ndmin=2, encoding="utf-8-sig")
+        if x.shape[0] > 0 and x.shape[1] == len(keep):
+            return x, names, removed
+    except (ValueError, IndexError):  # IndexError: loadtxt on rows too short for usecols
+        pass
+    rows, line_numbers, delimiter = _csv_rows(path, _read_text(path), delimiter)
     if has_header:
         rows, line_numbers = rows[1:], line_numbers[1:]
     if not rows:
@@ -125,12 +154,10 @@ def _read_csv(path: Path, delimiter: str | None, columns, drop) -> tuple[np.ndar
             detail = (f"data row {r + 1} (line {line}) has {len(row)} values but {first} {width}"
                       f" (values separated by {delimiter or 'whitespace'!r}; set the delimiter if that is wrong)")
             raise _fail(path, "a table", detail)
-    keep, names, removed = _select(header, columns, drop, path)
-    cells = np.array([[row[j] for j in keep] for row in rows], dtype=str).reshape(len(rows), len(keep))
-    x = np.empty(cells.shape, dtype=np.float64)
+    x = np.empty((len(rows), len(keep)), dtype=np.float64)
     text_columns = []
     for k, j in enumerate(keep):
-        col = cells[:, k]
+        col = np.array([row[j] for row in rows], dtype=str)
         empty = col == ""
         x[empty, k] = np.nan  # a missing value: load_file reports the rows, counted as below
         try:

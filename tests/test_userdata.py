@@ -209,6 +209,20 @@ def test_empty_cell_and_nan_row_are_counted_alike(tmp_path, table):
             load_file(tmp_path / name)
 
 
+def test_comments_blank_lines_and_both_readers_agree(tmp_path, table):
+    # comment and blank lines before the header; the numeric table read fast (loadtxt) and, with one
+    # empty cell added far below, by the line-by-line reader: the same values either way
+    body = "\n".join(",".join(repr(float(v)) for v in row) for row in table)
+    (tmp_path / "fast.csv").write_text(f"# measured 2024\n\n\"a\",\"b\",\"c\"\n{body}\n")
+    (tmp_path / "slow.csv").write_text(f"# measured 2024\n\n\"a\",\"b\",\"c\"\n{body}\n1.0,,2.0\n")
+    fast, names, _ = read_table(tmp_path / "fast.csv")
+    slow, _, _ = read_table(tmp_path / "slow.csv")
+    assert names == ["a", "b", "c"] and fast.shape == table.shape and slow.shape == (len(table) + 1, 3)
+    np.testing.assert_array_equal(fast, table)
+    np.testing.assert_array_equal(slow[:-1], table)
+    assert np.isnan(slow[-1, 1])
+
+
 def test_ragged_row_is_named_from_one(tmp_path):
     path = tmp_path / "ragged.csv"
     path.write_text("a,b,c\n1,2,3\n\n4,5\n")
