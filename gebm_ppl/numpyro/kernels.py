@@ -50,9 +50,12 @@ MHState.__doc__ = """State of one MALA / IMH chain: as :class:`LangevinState` (`
 last proposal's acceptance probability and whether it was accepted."""
 
 DOTState = namedtuple(
-    "DOTState", ["i", "z", "z0", "transport_cost", "potential_energy", "lipschitz", "rng_key", "num_grad_evals", "num_energy_evals"]
+    "DOTState",
+    ["i", "z", "z0", "transport_cost", "potential_energy", "lipschitz", "rng_key", "num_grad_evals",
+     "num_energy_evals"],
 )
-DOTState.__doc__ = """State of one DOT chain: the transported point ``z``, its start ``z0``, ‖z − z0‖, U(z), the Lipschitz
+DOTState.__doc__ = """State of one DOT chain: the transported point ``z``, its start ``z0``, ‖z − z0‖, U(z), the
+Lipschitz
 constant L of the chain, the PRNG key and the counts."""
 
 
@@ -94,7 +97,8 @@ class _Langevin(LatentKernel):
     def _init_one(self, rng_key, z):
         u, g = self._value_and_grad(z)
         one = jnp.ones((), jnp.int32)
-        return LangevinState(jnp.zeros((), jnp.int32), z, jnp.zeros_like(z), u, g, jnp.asarray(self.schedule[0], z.dtype),
+        h = jnp.asarray(self.schedule[0], z.dtype)
+        return LangevinState(jnp.zeros((), jnp.int32), z, jnp.zeros_like(z), u, g, h,
                              rng_key, one, one)
 
     def sample_stats(self, fields):
@@ -114,7 +118,8 @@ class ULA(_Langevin):
         h = jnp.asarray(scheduled_step_size(*self.schedule, state.i), state.z.dtype)
         z = state.z - h * state.grad + jnp.sqrt(2.0 * h) * jax.random.normal(sub, state.z.shape, state.z.dtype)
         u, g = self._value_and_grad(z)
-        return LangevinState(state.i + 1, z, state.v, u, g, h, key, state.num_grad_evals + 1, state.num_energy_evals + 1)
+        return LangevinState(state.i + 1, z, state.v, u, g, h, key, state.num_grad_evals + 1,
+                             state.num_energy_evals + 1)
 
 
 class Kinetic(_Langevin):
@@ -270,7 +275,8 @@ class DOT(LatentKernel):
         else:
             lip, grads = jnp.asarray(self.lipschitz, z.dtype), 0
         u = self.potential_fn(z)
-        return DOTState(jnp.zeros((), jnp.int32), z, z, jnp.zeros((), z.dtype), u, lip, key, jnp.asarray(grads, jnp.int32),
+        return DOTState(jnp.zeros((), jnp.int32), z, z, jnp.zeros((), z.dtype), u, lip, key,
+                        jnp.asarray(grads, jnp.int32),
                         jnp.asarray(grads + 1, jnp.int32))
 
     def _sample_one(self, state):
@@ -287,7 +293,8 @@ class DOT(LatentKernel):
 
         z = jax.lax.fori_loop(0, self.num_steps, body, z0)
         u = self.potential_fn(z)
-        return DOTState(state.i + 1, z, z0, jnp.linalg.norm(z - z0), u, state.lipschitz, key, state.num_grad_evals + self.num_steps,
+        return DOTState(state.i + 1, z, z0, jnp.linalg.norm(z - z0), u, state.lipschitz, key,
+                        state.num_grad_evals + self.num_steps,
                         state.num_energy_evals + self.num_steps + 1)
 
     def sample_stats(self, fields):

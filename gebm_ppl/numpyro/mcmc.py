@@ -308,7 +308,8 @@ def sample_latent_numpyro(
         and ``x`` (chain, draw, x_dim); sample_stats as listed in :mod:`gebm_ppl.sampling` (NUTS/HMC:
         ``diverging``, ``acceptance_rate``, ``step_size``, ``n_steps``, ``tree_depth`` (NUTS), ``lp``
         (= −U(z)), ``energy`` (the Hamiltonian)); attrs
-        ``method``, ``backend``, ``temperature``, ``num_grad_evals``, ``num_energy_evals``, ``sampling_time`` (wall time of the
+        ``method``, ``backend``, ``temperature``, ``num_grad_evals``, ``num_energy_evals``, ``sampling_time``
+        (wall time of the
         run, compilation included), ``seed``, plus ``compile_time`` (the part of ``sampling_time`` spent
         tracing and compiling), ``chain_method`` and the scalar ``method_kwargs``.
         ``num_grad_evals`` counts one gradient per chain at the start and one per leapfrog step, warmup

@@ -1,4 +1,4 @@
-"""Latent-space samplers of a GEBM (NUTS, HMC, ULA, kinetic Langevin, MALA, IMH, SIR, DOT) returning ArviZ InferenceData.
+"""Latent-space samplers of a GEBM (NUTS, HMC, ULA, kinetic, MALA, IMH, SIR, DOT) returning ArviZ InferenceData.
 
 Every sampler targets the latent posterior ν(z) ∝ N(z; 0, I)·exp(−T·E(G_θ(z))), potential
 U(z) = ½‖z‖² + T·E(G_θ(z)); for T = 1, x = G_θ(z) with z ∼ ν is distributed as the GEBM Q

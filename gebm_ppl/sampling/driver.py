@@ -183,7 +183,8 @@ def run_batched(
                 draws.append(state.z)
                 stats.append(kernel.stats(state))
                 if schedule is not None:
-                    stats[-1]["step_size"] = torch.full(state.z.shape[:1], float(params["step_size"]), dtype=torch.float64)
+                    step = float(params["step_size"])
+                    stats[-1]["step_size"] = torch.full(state.z.shape[:1], step, dtype=torch.float64)
             if bar is not None:
                 bar.update(1)
     finally:

@@ -3,8 +3,9 @@
 Per-draw statistics come from Pyro's public interfaces only: ``MCMC(hook_fn=...)`` is called after
 every transition with the kernel and the new point; the kernel's ``diagnostics()`` (divergences, the
 acceptance count) and ``step_size``; the potential function (ours: it counts gradient evaluations and
-caches U at the points it is evaluated at); and an effect handler (a :class:`pyro.poutine.messenger.Messenger`,
-entered around the kernel's public ``sample``) that observes the momentum draw ``r_t=…`` of each transition, from which the Hamiltonian at its start
+caches U at the points it is evaluated at); and an effect handler (a
+:class:`pyro.poutine.messenger.Messenger`, entered around the kernel's public ``sample``) that observes
+the momentum draw ``r_t=…`` of each transition, from which the Hamiltonian at its start
 is U(z) + ½‖r‖² (Pyro draws r ∼ N(0, I) and scales it by the mass matrix, so K = ½‖r‖² in those units).
 """
 
