@@ -10,19 +10,10 @@ import torch
 from torch import Tensor, nn
 
 from .._modes import eval_mode, train_mode
-from .._validation import check_positive_int
-from ._loop import (
-    SCHEDULES,
-    Loop,
-    NonFinite,
-    as_data,
-    check_lr,
-    check_nonnegative_float,
-    check_nonnegative_int,
-    check_optional_positive_int,
-    fingerprint,
-    make_scheduler,
-)
+from ._checks import check_lr, check_nonnegative_float
+from ._data import as_data, fingerprint
+from ._loop import Loop, NonFinite
+from ._options import TrainingOptions, make_scheduler
 from .history import TrainingHistory
 
 __all__ = ["fit_mle", "mean_nll"]
@@ -94,7 +85,9 @@ def fit_mle(
         eval_every: evaluate every this many epochs (and after the last one).
         seed: seed of the minibatch order (every epoch's permutation is a function of (seed, epoch)).
         device: move ``base`` there first (default: where its parameters are).
-        progress: tqdm bar over epochs; None shows it only when stderr is a terminal.
+        progress: None or True: a tqdm bar over epochs when stderr is a terminal, else one log line
+            (epoch/total, losses, monitored value, elapsed, ETA) every 10 s at most and a summary at
+            the end, on stderr or the ``gebm_ppl.training`` logger once it has a handler; False: silent.
         callback: called with each epoch's record (a dict); returning True stops training.
         checkpoint_path: where to write checkpoints atomically (model, optimizer, scheduler, RNG
             states, loop position and history): after every epoch, or every ``checkpoint_every``
@@ -124,19 +117,17 @@ def fit_mle(
     """
     if not isinstance(base, nn.Module) or not callable(getattr(base, "log_prob", None)):
         raise TypeError(f"'base' should be an nn.Module with log_prob(x) -> [N]. Got {type(base).__name__}.")
-    epochs = check_positive_int(epochs, "epochs")
-    batch_size = check_positive_int(batch_size, "batch_size")
+    options = TrainingOptions(
+        epochs=epochs, batch_size=batch_size, patience=patience, schedule=schedule, eval_every=eval_every, seed=seed,
+        device=device, progress=progress, callback=callback, checkpoint_path=checkpoint_path,
+        checkpoint_every=checkpoint_every, resume=resume, max_steps=max_steps, eval_batch_size=eval_batch_size,
+    )  # fmt: skip
+    epochs, batch_size, patience, schedule = options.epochs, options.batch_size, options.patience, options.schedule
+    eval_every, seed, max_steps = options.eval_every, options.seed, options.max_steps
+    eval_batch_size = options.eval_batch_size
     lr = check_lr(lr, "lr")
     weight_decay = check_nonnegative_float(weight_decay, "weight_decay")
-    patience = check_optional_positive_int(patience, "patience")
     grad_clip = None if grad_clip is None else check_lr(grad_clip, "grad_clip")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"'schedule' should be one of {list(SCHEDULES)}. Got {schedule!r}.")
-    eval_every = check_positive_int(eval_every, "eval_every")
-    seed = check_nonnegative_int(seed, "seed")
-    checkpoint_every = check_optional_positive_int(checkpoint_every, "checkpoint_every")
-    max_steps = check_optional_positive_int(max_steps, "max_steps")
-    eval_batch_size = check_positive_int(eval_batch_size, "eval_batch_size")
     if device is not None:
         base.to(device)
     params = [p for p in base.parameters() if p.requires_grad]
@@ -164,14 +155,11 @@ def fit_mle(
 
     loop = Loop(
         kind="mle", model=base, optimizers={"model": optimizer}, schedulers={"model": scheduler},
-        train_size=x_train.shape[0], batch_size=batch_size, epochs=epochs, patience=patience,
-        eval_every=eval_every, monitor=monitor, mode="min", seed=seed,
-        max_steps=max_steps, checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
-        progress=progress, callback=callback, settings=settings, structure=structure, payload=payload,
-        desc="fit_mle",
+        train_size=x_train.shape[0], monitor=monitor, mode="min", settings=settings, structure=structure,
+        payload=payload, desc="fit_mle", **options.loop_kwargs(),
     )  # fmt: skip
-    if resume is not None:
-        loop.load(resume)
+    if options.resume is not None:
+        loop.load(options.resume)
 
     def train_step(idx: Tensor, step: int) -> dict:
         loss = -base.log_prob(x_train[idx.to(dev)]).mean()
