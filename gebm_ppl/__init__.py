@@ -32,6 +32,7 @@ _LAZY = {
     "TrainingDiverged": "gebm_ppl.training",
     "TrainingHistory": "gebm_ppl.training",
     "sample_latent": "gebm_ppl.sampling",
+    "sample_potential": "gebm_ppl.sampling",
     "GEBMReparam": "gebm_ppl.reparam",
     "from_pyro": "gebm_ppl.reparam",
     "to_jax": "gebm_ppl.jax",
@@ -85,6 +86,7 @@ __all__ = [
     "register_base",
     "register_energy",
     "sample_latent",
+    "sample_potential",
     "to_jax",
 ]
 

@@ -7,7 +7,7 @@ from common import gaussian_case
 
 import gebm_ppl as gp
 from gebm_ppl import diagnostics
-from gebm_ppl.sampling.driver import build_inference_data
+from gebm_ppl.inference_data import build_inference_data
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -125,3 +125,13 @@ def test_no_import_cycle_between_sampling_and_numpyro():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_docs_methods_table_is_the_registry():
+    from pathlib import Path
+
+    from gebm_ppl.sampling.registry import methods_table
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "samplers.md").read_text()
+    table = text.split("<!-- methods-table:start -->\n")[1].split("\n<!-- methods-table:end -->")[0]
+    assert table == methods_table(), "regenerate the table in docs/samplers.md with methods_table()"

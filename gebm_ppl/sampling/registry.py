@@ -33,6 +33,7 @@ __all__ = [
     "batched_runner",
     "get_sampler",
     "methods_help",
+    "methods_table",
     "register_sampler",
     "sampler_names",
     "scheduled_step_size",
@@ -250,6 +251,20 @@ def methods_help() -> str:
     """One ``name: help`` clause per registered sampler, joined with ``"; "`` (the CLI's ``--method`` help)."""
     _builtins()
     return "; ".join(f"{n}: {s.help_text()}" for n, s in SAMPLERS.items())
+
+
+def methods_table() -> str:
+    """The registered samplers as a Markdown table (method, summary, gradients, backends, options and defaults)."""
+    _builtins()
+    rows = ["| `method` | what it is | gradients | backends | options (defaults) |", "|---|---|---|---|---|"]
+    for name, spec in SAMPLERS.items():
+        if spec.passthrough is not None:
+            opts = "the keywords of the backend's own kernel"
+        else:
+            opts = ", ".join(f"`{o.name}` ({o.default})" for o in spec.options) or "none"
+        grads = "yes" if spec.gradient_based else "no"
+        rows.append(f"| `{name}` | {spec.summary} | {grads} | {', '.join(spec.backends)} | {opts} |")
+    return "\n".join(rows)
 
 
 def batched_runner(kernel: Any) -> Callable[..., Any]:
