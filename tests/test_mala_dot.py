@@ -252,3 +252,16 @@ def test_numpyro_dot_matches_the_clip_and_the_schedule_is_shared():
     p = math.erfc(bound / math.sqrt(2))
     assert abs(moved.mean() - p) < 4 * math.sqrt(p * (1 - p) / 1000)
     assert idata.attrs["num_grad_evals"] == 2 * 500 * 200
+
+
+@needs_numpyro
+def test_sample_potential_runs_a_jax_potential():
+    # any latent potential, here U(z) = ½‖z − 1‖²/σ² with σ = 0.5 in JAX: MALA's draws have mean 1, variance σ².
+    import jax.numpy as jnp
+
+    idata = sample_potential(lambda z: 0.5 * jnp.sum((z - 1.0) ** 2) / 0.25, np.zeros((4, 2)), "mala", "numpyro",
+                             num_samples=1000, warmup_steps=100, step_size=0.1, seed=0)
+    z = idata.posterior["z"].values.reshape(-1, 2)
+    assert idata.attrs["backend"] == "numpyro" and idata.attrs["num_grad_evals"] == 4 * 1101
+    np.testing.assert_allclose(z.mean(0), 1.0, atol=0.05)
+    np.testing.assert_allclose(z.var(0), 0.25, atol=0.03)
