@@ -74,3 +74,34 @@ def test_estimate_log_partition_bad_input():
         gp.estimate_log_partition(case.gebm, num_samples=10, batch_size=-1)
     with pytest.raises(ValueError, match="NaN or inf"):
         log_partition_from_log_weights(torch.tensor([0.0, math.nan]))
+
+
+# ------------------------------------------------------------------ the KALE value and NLL from Â
+def test_kale_from_log_partition_matches_the_objective_on_the_same_samples():
+    # With Â = logmeanexp(−E_G) on the base samples, exp(Â − c) is exactly E_G[exp(−(E + c))],
+    # so the scalar formula equals kale_objective for any c.
+    torch.manual_seed(1)
+    e_data, e_base = torch.randn(40, dtype=torch.float64), 1.5 * torch.randn(300, dtype=torch.float64)
+    a_hat = float(torch.logsumexp(-e_base, 0) - math.log(300))
+    for c in (a_hat, a_hat - 0.7, a_hat + 1.3):
+        f = gp.kale_objective(e_data, e_base, torch.tensor(c, dtype=torch.float64))
+        assert gp.kale_from_log_partition(float(e_data.mean()), c, a_hat) == pytest.approx(float(f), abs=1e-12)
+    # tight at c = Â: F = −E_P[E] − Â
+    assert gp.kale_from_log_partition(0.5, 0.2, 0.2) == pytest.approx(-0.7, abs=1e-15)
+
+
+def test_nll_and_kale_bound_from_log_partition():
+    base_nll, e_mean, a_hat = 3.0, -0.4, 0.1
+    nll = gp.nll_from_log_partition(base_nll, e_mean, a_hat)
+    assert nll == pytest.approx(3.0 - 0.4 + 0.1)
+    # NLL_base − F(E, c) ≥ NLL, with equality at c = Â (exp(Â − c) ≥ 1 + Â − c)
+    assert gp.kale_nll_bound(base_nll, e_mean, a_hat, a_hat) == pytest.approx(nll, abs=1e-12)
+    for c in (a_hat - 2.0, a_hat - 0.1, a_hat + 0.5, a_hat + 3.0):
+        bound = gp.kale_nll_bound(base_nll, e_mean, c, a_hat)
+        assert bound > nll
+        assert bound - nll == pytest.approx(math.exp(a_hat - c) - 1 - (a_hat - c), rel=1e-9)
+    # tensors and numpy scalars are accepted; a far-off c gives a finite (huge) value, not OverflowError
+    assert gp.kale_from_log_partition(torch.tensor(0.0), np.float32(0.0), torch.tensor([0.0])) == pytest.approx(0.0)
+    assert math.isfinite(gp.kale_from_log_partition(0.0, -1e4, 0.0))
+    with pytest.raises(TypeError, match="mean_energy_data"):
+        gp.kale_from_log_partition("x", 0.0, 0.0)

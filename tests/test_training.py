@@ -324,3 +324,100 @@ def test_absurd_learning_rate_raises_and_keeps_the_last_good_checkpoint(tmp_path
     good = gp.GEBM.load(ckpt)
     assert all(bool(torch.isfinite(v).all()) for v in good.state_dict().values())
     assert torch.load(ckpt, weights_only=True)["extra"]["training"]["loop"]["step"] == err.step - 1
+
+
+# ---------------------------------------------------------------------------------------- progress off a terminal
+def test_progress_lines_off_a_terminal(capsys, monkeypatch):
+    # capsys's stderr is not a TTY: no bar, but a line after the first and the last epoch and a summary
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 2, generator=g)
+    base = gp.RealNVP(2, hidden_features=8, num_layers=2)
+    gp.fit_mle(base, x[:80], x[80:], epochs=3, batch_size=40, patience=None)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 3, err  # epochs 1 and 3 (2 falls within the 10 s interval) and the summary
+    assert lines[0].startswith("fit_mle: epoch 1/3 step 2 train_loss=") and "val_nll=" in lines[0]
+    assert "elapsed" in lines[0] and "ETA" in lines[0] and "\r" not in err
+    assert lines[1].startswith("fit_mle: epoch 3/3 step 6") and lines[1].endswith("ETA 0s")
+    assert lines[2].startswith("fit_mle: done after 3 epoch(s), 6 steps") and "(stopped by epochs)" in lines[2]
+    assert "best val_nll=" in lines[2]
+
+    # with a zero interval every epoch gets a line; max_steps shortens the total
+    monkeypatch.setattr("gebm_ppl.training._progress.PROGRESS_INTERVAL", 0.0)
+    gp.fit_mle(base, x[:80], x[80:], epochs=50, batch_size=40, max_steps=6, patience=None)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split()[2] for line in lines[:-1]] == ["1/3", "2/3", "3/3"]
+    assert "(stopped by max_steps)" in lines[-1]
+
+    gp.fit_mle(base, x[:80], x[80:], epochs=2, batch_size=40, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_lines_of_fit_kale_go_to_the_package_logger(capsys):
+    import logging
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(120, 2, generator=g)
+    gebm = gp.GEBM(gp.RealNVP(2, hidden_features=8, num_layers=2), gp.EnergyMLP(2, hidden=(8,)))
+    seen = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append((record.levelno, record.getMessage()))
+
+    logger = logging.getLogger("gebm_ppl.training")
+    handler, level = Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        gp.fit_kale(gebm, x[:80], x[80:], epochs=2, batch_size=40, noise_factor=2, log_partition_samples=200)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert capsys.readouterr().err == ""  # a handler on the package logger takes the lines instead of stderr
+    assert [lv for lv, _ in seen] == [logging.INFO] * 3
+    assert seen[0][1].startswith("fit_kale: epoch 1/2 step 2 train_loss=") and "val_nll=" in seen[0][1]
+    assert seen[-1][1].startswith("fit_kale: done after 2 epoch(s)")
+
+
+def test_progress_bar_on_a_terminal():
+    import io
+
+    from gebm_ppl.training._progress import Progress, format_duration
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    p = Progress(None, "fit_test", total=4, stream=out)
+    assert p.mode == "bar"
+    p.update({"epoch": 1, "train_loss": 0.5})
+    p.close()
+    assert "fit_test" in out.getvalue() and "\r" in out.getvalue()
+    assert Progress(False, "x", 3, stream=out).mode == "off"
+    assert Progress(True, "x", 3, stream=io.StringIO()).mode == "lines"
+    assert [format_duration(s) for s in (4.4, 187, 3720, float("nan"))] == ["4s", "3m07s", "1h02m", "?"]
+
+
+def test_training_options_check_their_values():
+    from gebm_ppl.training import KaleSettings, TrainingOptions
+
+    options = TrainingOptions(seed=np.int64(3), epochs=5)
+    assert options.seed == 3 and type(options.seed) is int
+    assert options.loop_kwargs()["epochs"] == 5 and "device" not in options.loop_kwargs()
+    for bad, match in [
+        (dict(epochs=0), "epochs"),
+        (dict(schedule="linear"), "schedule"),
+        (dict(patience=0), "patience"),
+        (dict(callback=3), "callback"),
+        (dict(progress="yes"), "progress"),
+        (dict(seed=-1), "seed"),
+    ]:
+        with pytest.raises((TypeError, ValueError), match=match):
+            TrainingOptions(**bad)
+    assert KaleSettings(energy_lr=0.01).log_partition_lr == 0.01
+    with pytest.raises(TypeError, match="train_base"):
+        KaleSettings(train_base=1)
+    with pytest.raises(ValueError, match="noise_factor"):
+        gp.fit_kale(gp.GEBM(gp.RealNVP(2), gp.EnergyMLP(2)), torch.randn(10, 2), noise_factor=0)
