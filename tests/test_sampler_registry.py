@@ -70,7 +70,7 @@ def test_a_sampler_added_by_one_module_is_everywhere(plugin):
     assert spec.backends == ("pyro",) and not spec.gradient_based and spec.defaults == {"scale": 0.8, "thin": 1}
     # sample_latent runs it and its draws follow the closed form
     case = gaussian_case(2, seed=6)
-    idata = gp.sample_latent(case.gebm, "rwm_test", num_samples=1000, warmup_steps=100, num_chains=8, seed=0)
+    idata = gp.sample_latent(case.gebm, "rwm_test", num_samples=3000, warmup_steps=200, num_chains=8, seed=0)
     z = torch.as_tensor(idata.posterior["z"].values.copy()).reshape(-1, 2)
     assert_moments(z, case.latent_mean, case.latent_cov, mean_tol=0.12, cov_tol=0.12)
     assert idata.attrs["method"] == "rwm_test" and idata.attrs["scale"] == 0.8 and idata.attrs["num_grad_evals"] == 0

@@ -62,7 +62,17 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive_float
-from .driver import CountingPotential, LatentPotential, chain_seeds, data_space, sampling_mode
+from .driver import (
+    CountingPotential,
+    LatentPotential,
+    check_count,
+    check_init,
+    data_space,
+    run_attrs,
+    run_torch,
+    sampling_mode,
+    spec_for,
+)
 from .registry import BACKENDS, SAMPLERS, SamplerSpec, get_sampler, register_sampler, sampler_names
 
 # each built-in sampler module registers itself; this order is the order of METHODS
@@ -85,71 +95,6 @@ def __getattr__(name: str) -> Any:
     if name == "METHODS":  # derived from the registry, so that samplers registered later appear
         return sampler_names()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _check_count(value: object, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"'{name}' should be an integer >= {low}. Got {value!r}.")
-    if value < low:
-        raise ValueError(f"'{name}' should be an integer >= {low}. Got {value}.")
-    return int(value)
-
-
-def _check_init(init: object, num_chains: int, dim: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    if not isinstance(init, Tensor):
-        try:
-            init = torch.as_tensor(init, dtype=dtype)
-        except (TypeError, ValueError, RuntimeError) as e:
-            shape = f"[num_chains, d] = [{num_chains}, {dim}]"
-            raise TypeError(f"'init' should be a tensor of shape {shape}. Got {type(init).__name__}.") from e
-    if tuple(init.shape) != (num_chains, dim):
-        raise ValueError(
-            f"'init' should have shape [num_chains, d] = [{num_chains}, {dim}]. Got {tuple(init.shape)}."
-        )
-    if not init.is_floating_point():
-        init = init.to(dtype)
-    if not bool(torch.isfinite(init).all()):
-        bad = int((~torch.isfinite(init)).any(-1).sum())
-        raise ValueError(f"'init' contains NaN or inf values (in {bad} of its {num_chains} chains).")
-    return init.detach().to(dtype=dtype, device=device)
-
-
-def _plain(value: object) -> bool:
-    return isinstance(value, int | float | str)
-
-
-def _spec(method: object, backend: object) -> SamplerSpec:
-    spec = get_sampler(method)  # ValueError naming the known methods
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: expected one of {list(BACKENDS)}.")
-    return spec
-
-
-def _attrs(spec: SamplerSpec, backend: str, settings: dict, potential: CountingPotential, elapsed: float,
-           seed: int, **extra) -> dict:
-    return {
-        "method": spec.name,
-        "backend": backend,
-        **extra,
-        "num_grad_evals": int(potential.num_grad_evals),
-        "num_energy_evals": int(potential.num_evals),
-        "sampling_time": float(elapsed),
-        "seed": seed,
-        # plain settings only, bools as 0/1: netCDF attributes hold numbers and strings
-        **{k: int(v) if isinstance(v, bool) else v for k, v in settings.items() if _plain(v)},
-    }
-
-
-def _run_torch(spec: SamplerSpec, potential: CountingPotential, init: Tensor | None, num_samples: int,
-               warmup_steps: int, num_chains: int, seed: int, progress: bool, settings: dict):
-    generator, seeds = chain_seeds(seed, num_chains, potential.device)
-    if init is None:
-        init = torch.randn(num_chains, potential.latent_dim, generator=generator, dtype=potential.dtype,
-                           device=potential.device)
-    return spec.torch_runner(
-        potential, init, num_samples=num_samples, warmup_steps=warmup_steps if spec.burn_in else 0,
-        generator=generator, chain_seeds=seeds, progress=progress, **settings,
-    )
 
 
 def sample_latent(
@@ -216,11 +161,11 @@ def sample_latent(
     """
     if not hasattr(gebm, "latent_potential") or not hasattr(gebm, "base"):
         raise TypeError(f"'gebm' should be a gebm_ppl.GEBM. Got {type(gebm).__name__}.")
-    spec = _spec(method, backend)
-    num_samples = _check_count(num_samples, "num_samples", 1)
-    warmup_steps = _check_count(warmup_steps, "warmup_steps", 0)
-    num_chains = _check_count(num_chains, "num_chains", 1)
-    seed = _check_count(seed, "seed", 0)
+    spec = spec_for(method, backend)
+    num_samples = check_count(num_samples, "num_samples", 1)
+    warmup_steps = check_count(warmup_steps, "warmup_steps", 0)
+    num_chains = check_count(num_chains, "num_chains", 1)
+    seed = check_count(seed, "seed", 0)
     temperature = check_positive_float(temperature, "temperature")
     if not isinstance(progress, bool):
         raise TypeError(f"'progress' should be a bool. Got {progress!r}.")
@@ -228,7 +173,7 @@ def sample_latent(
     potential = LatentPotential(gebm, temperature)
     d = potential.latent_dim
     if init is not None:
-        init = _check_init(init, num_chains, d, potential.dtype, potential.device)
+        init = check_init(init, num_chains, d, potential.dtype, potential.device)
 
     if backend == "numpyro":
         try:
@@ -254,10 +199,10 @@ def sample_latent(
     from ..inference_data import build_inference_data
 
     with sampling_mode(gebm):
-        z, stats, elapsed = _run_torch(spec, potential, init, num_samples, warmup_steps, num_chains, seed,
+        z, stats, elapsed = run_torch(spec, potential, init, num_samples, warmup_steps, num_chains, seed,
                                        progress, settings)
         x = data_space(gebm, z)
-    attrs = _attrs(spec, backend, settings, potential, elapsed, seed, temperature=temperature)
+    attrs = run_attrs(spec, backend, settings, potential, elapsed, seed, temperature=temperature)
     return build_inference_data(z, x, stats, attrs)
 
 
@@ -300,10 +245,10 @@ def sample_potential(
     """
     if not callable(potential_fn):
         raise TypeError(f"'potential_fn' should be callable. Got {type(potential_fn).__name__}.")
-    spec = _spec(method, backend)
-    num_samples = _check_count(num_samples, "num_samples", 1)
-    warmup_steps = _check_count(warmup_steps, "warmup_steps", 0)
-    seed = _check_count(seed, "seed", 0)
+    spec = spec_for(method, backend)
+    num_samples = check_count(num_samples, "num_samples", 1)
+    warmup_steps = check_count(warmup_steps, "warmup_steps", 0)
+    seed = check_count(seed, "seed", 0)
     settings = spec.validate(method_kwargs, backend)
     if backend == "numpyro":
         from gebm_ppl.numpyro.mcmc import sample_potential_numpyro
@@ -316,10 +261,10 @@ def sample_potential(
         init = torch.as_tensor(init, dtype=torch.get_default_dtype())
     if init.dim() != 2:
         raise ValueError(f"'init' should have shape [num_chains, d]. Got {tuple(init.shape)}.")
-    init = _check_init(init, init.shape[0], init.shape[1], init.dtype, init.device)
+    init = check_init(init, init.shape[0], init.shape[1], init.dtype, init.device)
     potential = CountingPotential(potential_fn, init.shape[1], init.dtype, init.device)
-    z, stats, elapsed = _run_torch(spec, potential, init, num_samples, warmup_steps, init.shape[0], seed,
+    z, stats, elapsed = run_torch(spec, potential, init, num_samples, warmup_steps, init.shape[0], seed,
                                    progress, settings)
     with torch.no_grad():
         x = z if forward is None else forward(z)
-    return build_inference_data(z, x, stats, _attrs(spec, backend, settings, potential, elapsed, seed))
+    return build_inference_data(z, x, stats, run_attrs(spec, backend, settings, potential, elapsed, seed))

@@ -11,10 +11,15 @@ import torch
 from torch import Tensor
 
 from ..inference_data import build_inference_data
-from .registry import scheduled_step_size
+from .registry import BACKENDS, SamplerSpec, get_sampler, scheduled_step_size
 
 __all__ = [
     "CountingPotential",
+    "check_count",
+    "check_init",
+    "run_attrs",
+    "run_torch",
+    "spec_for",
     "Kernel",
     "LatentPotential",
     "build_inference_data",
@@ -201,3 +206,69 @@ def data_space(gebm, z: Tensor, batch_size: int = 65536) -> Tensor:
     with torch.no_grad():
         parts = [gebm.base(flat[i : i + batch_size]) for i in range(0, flat.shape[0], batch_size)]
     return torch.cat(parts).reshape(*z.shape[:-1], -1)
+
+
+# ---- shared by sample_latent and sample_potential (argument checks, the torch run, the run's attrs)
+def check_count(value: object, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"'{name}' should be an integer >= {low}. Got {value!r}.")
+    if value < low:
+        raise ValueError(f"'{name}' should be an integer >= {low}. Got {value}.")
+    return int(value)
+
+
+def check_init(init: object, num_chains: int, dim: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    if not isinstance(init, Tensor):
+        try:
+            init = torch.as_tensor(init, dtype=dtype)
+        except (TypeError, ValueError, RuntimeError) as e:
+            shape = f"[num_chains, d] = [{num_chains}, {dim}]"
+            raise TypeError(f"'init' should be a tensor of shape {shape}. Got {type(init).__name__}.") from e
+    if tuple(init.shape) != (num_chains, dim):
+        raise ValueError(
+            f"'init' should have shape [num_chains, d] = [{num_chains}, {dim}]. Got {tuple(init.shape)}."
+        )
+    if not init.is_floating_point():
+        init = init.to(dtype)
+    if not bool(torch.isfinite(init).all()):
+        bad = int((~torch.isfinite(init)).any(-1).sum())
+        raise ValueError(f"'init' contains NaN or inf values (in {bad} of its {num_chains} chains).")
+    return init.detach().to(dtype=dtype, device=device)
+
+
+def _plain(value: object) -> bool:
+    return isinstance(value, int | float | str)
+
+
+def spec_for(method: object, backend: object) -> SamplerSpec:
+    spec = get_sampler(method)  # ValueError naming the known methods
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: expected one of {list(BACKENDS)}.")
+    return spec
+
+
+def run_attrs(spec: SamplerSpec, backend: str, settings: dict, potential: CountingPotential, elapsed: float,
+           seed: int, **extra) -> dict:
+    return {
+        "method": spec.name,
+        "backend": backend,
+        **extra,
+        "num_grad_evals": int(potential.num_grad_evals),
+        "num_energy_evals": int(potential.num_evals),
+        "sampling_time": float(elapsed),
+        "seed": seed,
+        # plain settings only, bools as 0/1: netCDF attributes hold numbers and strings
+        **{k: int(v) if isinstance(v, bool) else v for k, v in settings.items() if _plain(v)},
+    }
+
+
+def run_torch(spec: SamplerSpec, potential: CountingPotential, init: Tensor | None, num_samples: int,
+               warmup_steps: int, num_chains: int, seed: int, progress: bool, settings: dict):
+    generator, seeds = chain_seeds(seed, num_chains, potential.device)
+    if init is None:
+        init = torch.randn(num_chains, potential.latent_dim, generator=generator, dtype=potential.dtype,
+                           device=potential.device)
+    return spec.torch_runner(
+        potential, init, num_samples=num_samples, warmup_steps=warmup_steps if spec.burn_in else 0,
+        generator=generator, chain_seeds=seeds, progress=progress, **settings,
+    )

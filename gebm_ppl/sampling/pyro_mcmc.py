@@ -233,7 +233,7 @@ SPECS = tuple(
             summary=summary,
             gradient_based=True,
             torch_runner=_runner(method),
-            jax_kernel=f"gebm_ppl.numpyro.mcmc:{method}_kernel",
+            jax_kernel=f"gebm_ppl.numpyro.kernels_hmc:{method}_kernel",
             passthrough=_check(method),
             stats=("diverging", "acceptance_rate", "step_size", "n_steps", "lp", "energy")
             + (("tree_depth",) if method == "nuts" else ()),
