@@ -45,11 +45,13 @@ sys.path[:0] = [str(_HERE), str(_ROOT)]  # the helpers beside this file; the rep
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from sampling_measures import gradient_floor, record  # noqa: E402
 
 import gebm_ppl as gp  # noqa: E402
 from gebm_ppl._io import atomic_open  # noqa: E402
 
 DATASETS = ("red-wine", "white-wine")
+CONFIG_DIR = _ROOT / "models" / "uci"
 SAMPLERS = ("numpyro-nuts", "pyro-nuts", "ula", "kinetic")
 
 
@@ -68,38 +70,27 @@ def _configure_threads(threads: int, host_devices: int) -> None:
 
 
 def _train(name: str, args) -> tuple[gp.GEBM, dict]:
-    """RealNVP by MLE, then a KALE energy on the frozen base, with the dataset's architecture."""
-    from uci_config import load_config
+    """``gebm fit``'s pipeline (:func:`gebm_ppl.runs.fit_run`) with the dataset's configuration and short budgets."""
+    from gebm_ppl import runs
 
-    cfg = load_config(name)
-    data = gp.data.load(name, data_dir=args.data_dir, seed=args.seed)
-    torch.manual_seed(args.seed)
-    base = gp.RealNVP(data.dim, **cfg["realnvp"])
-    mle = {k: v for k, v in cfg["mle"].items() if k in ("batch_size", "lr", "patience")}
+    config = runs.apply_overrides(runs.load_config(CONFIG_DIR / f"{name}.toml"),
+                                  [f"mle.epochs={args.mle_epochs}", f"kale.epochs={args.kale_epochs}"])
+    data = runs.load_data(name, args.seed, data_dir=args.data_dir)
     t0 = time.perf_counter()
-    h_mle = gp.fit_mle(base, data.train, data.val, epochs=args.mle_epochs, seed=args.seed, progress=False,
-                       **mle)  # fmt: skip
-    energy_cfg = dict(cfg["energy"])
-    energy_cfg["hidden"] = tuple(energy_cfg.get("hidden", (100, 200, 100)))
-    gebm = gp.GEBM(base, gp.EnergyMLP(data.dim, **energy_cfg))
-    for p in base.parameters():
-        p.requires_grad_(False)
-    keys = ("batch_size", "noise_factor", "energy_lr", "penalty", "patience")
-    kale = {k: v for k, v in cfg["kale"].items() if k in keys}
-    h_kale = gp.fit_kale(gebm, data.train, data.val, epochs=args.kale_epochs, seed=args.seed, progress=False,
-                         **kale)  # fmt: skip
-    for p in base.parameters():
-        p.requires_grad_(True)
+    run = runs.fit_run(Path(args.cache_dir) / f"{name}-seed{args.seed}", data, config, seed=args.seed,
+                       progress=False, overwrite=args.retrain)
+    summary = run.info["summary"]
     info = {
         "trained": True,
-        "config": cfg["source"],
-        "mle_epochs": len(h_mle.records),
-        "kale_epochs": len(h_kale.records),
-        "base_val_nll": h_mle.best_value,
-        "gebm_val_nll": h_kale.best_value,
+        "config": str(CONFIG_DIR / f"{name}.toml"),
+        "run_dir": str(run.path),
+        "mle_epochs": summary["mle"]["epochs"],
+        "kale_epochs": summary["kale"]["epochs"],
+        "base_val_nll": summary["mle"]["best_val_nll"],
+        "gebm_val_nll": summary["kale"]["best_val_nll"],
         "train_time": time.perf_counter() - t0,
     }
-    return gebm, info
+    return run.gebm, info
 
 
 def _get_gebm(name: str, args) -> tuple[gp.GEBM, dict]:
@@ -115,115 +106,6 @@ def _get_gebm(name: str, args) -> tuple[gp.GEBM, dict]:
     gebm, info = _train(name, args)
     gebm.save(cache, **{k: v for k, v in info.items() if k != "trained"})
     return gebm, {"checkpoint": str(cache), **info}
-
-
-# ------------------------------------------------------------------------------------------ measures
-def _ess_min(idata, var: str) -> float:
-    import arviz as az
-
-    return float(az.ess(idata, var_names=[var], method="bulk")[var].min())
-
-
-def _rhat_max(idata, var: str) -> float:
-    import arviz as az
-
-    return float(az.rhat(idata, var_names=[var])[var].max())
-
-
-def _record(idata, cpu_time: float) -> dict:
-    a = idata.attrs
-    stats = idata.sample_stats
-    wall = float(a["sampling_time"])
-    compile_time = float(a.get("compile_time", 0.0))
-    ess = _ess_min(idata, "x")
-    rec = {
-        "chains": int(idata.posterior.sizes["chain"]),
-        "draws": int(idata.posterior.sizes["draw"]),
-        "wall_time": wall,
-        "compile_time": compile_time,
-        "run_time": wall - compile_time,
-        "grad_evals": int(a["num_grad_evals"]),
-        "min_ess_bulk_x": ess,
-        "min_ess_bulk_z": _ess_min(idata, "z"),
-        "max_rhat_x": _rhat_max(idata, "x"),
-        "ess_per_s": ess / wall,
-        "ess_per_s_run": ess / max(wall - compile_time, 1e-9),
-        "ess_per_grad": ess / max(int(a["num_grad_evals"]), 1),
-        # CPU seconds of this process (all threads) for the whole call: less sensitive to other load
-        "cpu_time": cpu_time,
-        "ess_per_cpu_s": ess / max(cpu_time, 1e-9),
-    }
-    if "n_steps" in stats:
-        n_steps = stats["n_steps"].values
-        rec["mean_n_steps"] = float(n_steps.mean())
-        # vectorised chains advance in lockstep: each iteration costs the longest trajectory among chains
-        rec["lockstep_factor"] = float(n_steps.max(0).sum() / n_steps.mean(0).sum())
-        rec["divergences"] = int(stats["diverging"].values.sum())
-        rec["mean_acceptance"] = float(stats["acceptance_rate"].values.mean())
-        rec["step_size"] = float(stats["step_size"].values.mean())
-    return rec
-
-
-def _time_calls(fn, repeats: int) -> float:
-    """Seconds per call of ``fn()``: the best of ``repeats`` timed calls after two warm-up calls.
-
-    The minimum, since other load on the machine can only add time to a fixed computation.
-    """
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def _in_loop(value_and_grad, z, repeats: int) -> float:
-    """Seconds per call of ``value_and_grad`` inside one compiled loop (no dispatch), as NUTS runs it."""
-    import jax
-
-    def body(i, carry):
-        z, total = carry
-        u, g = value_and_grad(z)
-        return z + 1e-6 * g, total + u.sum()  # each call depends on the last: nothing is hoisted
-
-    loop = jax.jit(lambda z: jax.lax.fori_loop(0, repeats, body, (z, 0.0)))
-    jax.block_until_ready(loop(z))  # compile
-    return _time_calls(lambda: jax.block_until_ready(loop(z)), 10) / repeats
-
-
-def _gradient_floor(gebm: gp.GEBM, chains: int, repeats: int) -> dict:
-    """Seconds per value-and-gradient of U in JAX, batched over the chains (as vectorised NUTS calls it) and
-    for one point, inside a compiled loop and as one jitted call from Python; torch's autograd for both."""
-    import jax
-
-    jg = gp.to_jax(gebm)
-    d = jg.latent_dim
-    value_and_grad = jax.value_and_grad(lambda z: jg.latent_potential(z))
-    batched = jax.vmap(value_and_grad)
-    zb = jax.random.normal(jax.random.PRNGKey(0), (chains, d))
-    batched_jit = jax.jit(batched)
-    out = {
-        "chains": chains,
-        "jax_batched": _in_loop(batched, zb, repeats),
-        "jax_single": _in_loop(value_and_grad, zb[0], repeats),
-        "jax_batched_call": _time_calls(lambda: jax.block_until_ready(batched_jit(zb)), repeats),
-    }
-    gebm.eval()
-    for p in gebm.parameters():
-        p.requires_grad_(False)
-
-    def torch_grad(z):
-        z = z.clone().requires_grad_(True)
-        torch.autograd.grad(gebm.latent_potential(z).sum(), z)
-
-    zt = torch.randn(chains, d)
-    out["torch_batched"] = _time_calls(lambda: torch_grad(zt), repeats)
-    out["torch_single"] = _time_calls(lambda: torch_grad(zt[:1]), repeats)
-    for p in gebm.parameters():
-        p.requires_grad_(True)
-    return out
 
 
 def run_dataset(name: str, args) -> dict:
@@ -272,8 +154,8 @@ def run_dataset(name: str, args) -> dict:
         print(f"{name}: {sampler} ...", file=sys.stderr, flush=True)
         cpu0 = time.process_time()
         idata = runs[sampler]()
-        records[sampler] = _record(idata, cpu_time=time.process_time() - cpu0)
-    floor = _gradient_floor(gebm, c, args.floor_repeats)
+        records[sampler] = record(idata, cpu_time=time.process_time() - cpu0)
+    floor = gradient_floor(gebm, c, args.floor_repeats)
     result = {"dataset": name, "model": info, "gradient_time": floor, "samplers": records}
     npy = records.get("numpyro-nuts")
     if npy is not None:

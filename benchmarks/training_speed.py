@@ -24,27 +24,18 @@ import time
 import torch
 
 import gebm_ppl as gp
+from gebm_ppl import runs
 from gebm_ppl.energies import gradient_penalty
+from gebm_ppl.evaluation import evaluate_gebm
 from gebm_ppl.kale import kale_energy_loss
 from gebm_ppl.training.mle import mean_nll
 
 
-@torch.no_grad()
 def gebm_test_nll(gebm, x: torch.Tensor, num_samples: int, seed: int) -> dict:
-    """−mean(log g − E) + Â with a fresh Â, and the KALE bound NLL_base − F(E, c) with E_G[exp(−E − c)] = exp(Â − c)."""
-    gebm.eval()
-    est = gp.estimate_log_partition(gebm, num_samples, generator=torch.Generator().manual_seed(10_000 + seed))
-    log_g = gebm.base.log_prob(x).double()
-    energy = gebm.energy(x).double()
-    c = float(gebm.log_partition.detach())
-    kale = float(-energy.mean()) - c - torch.exp(torch.tensor(est.estimate - c)).item() + 1.0
-    return {
-        "test_nll": float(-(log_g - energy).mean()) + est.estimate,
-        "test_nll_bound": float(-log_g.mean()) - kale,
-        "log_partition": est.estimate,
-        "log_partition_stderr": est.stderr,
-        "ess": est.ess,
-    }
+    """The test figures of :func:`gebm_ppl.evaluate_gebm` (a fresh Â from ``num_samples`` draws, seed 10000 + seed)."""
+    ev = evaluate_gebm(gebm, x, num_samples=num_samples, seed=10_000 + seed)
+    return {"test_nll": ev.nll, "test_nll_bound": ev.nll_bound, "log_partition": ev.log_partition,
+            "log_partition_stderr": ev.log_partition_stderr, "ess": ev.ess}
 
 
 def profile_kale_step(gebm, x: torch.Tensor, batch_size: int, noise_factor: int, repeats: int = 30) -> dict:
@@ -121,22 +112,26 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     print(f"{data!r}; machine: {platform.processor() or platform.machine()}, torch threads: {torch.get_num_threads()}")
 
-    torch.manual_seed(args.seed)
-    base = gp.RealNVP(data.dim, hidden_features=100, num_layers=5, num_hidden_layers=1, scale_bound=1.0)
+    config = runs.validate_config({
+        "base": {"class": "RealNVP", "hidden_features": 100, "num_layers": 5, "num_hidden_layers": 1,
+                 "scale_bound": 1.0},
+        "energy": {"class": "EnergyMLP", "spectral_norm": "output"},
+    })
+    base = runs.build_base(config, data.dim, seed=args.seed)
     t = time.perf_counter()
-    h = gp.fit_mle(base, train, val, epochs=args.mle_epochs, batch_size=100, lr=1e-3, patience=20, seed=args.seed)
+    h = runs.train_base_mle(base, data, {"epochs": args.mle_epochs, "batch_size": 100, "lr": 1e-3, "patience": 20},
+                            seed=args.seed)
     wall = time.perf_counter() - t
     rows.append({"method": "RealNVP (MLE)", "val_nll": h.best_value, "test_nll": mean_nll(base, test),
                  "epochs": len(h.records), "steps": h.total_steps, "wall_s": wall,
                  "steps_per_s": h.steps_per_second})  # fmt: skip
 
-    torch.manual_seed(args.seed)
-    gebm = gp.GEBM(copy.deepcopy(base), gp.EnergyMLP(data.dim, spectral_norm="output"))
-    kw = dict(noise_factor=args.noise_factor, penalty_every=args.penalty_every, seed=args.seed)
+    gebm = gp.GEBM(copy.deepcopy(base), runs.build_energy(config, data.dim, seed=args.seed))
+    kw = dict(noise_factor=args.noise_factor, penalty_every=args.penalty_every)
     if args.energy_lr is not None:
         kw["energy_lr"] = args.energy_lr
     t = time.perf_counter()
-    h = gp.fit_kale(gebm, train, val, epochs=args.kale_epochs, **kw)
+    h = runs.train_energy_kale(gebm, data, {"epochs": args.kale_epochs, **kw}, seed=args.seed)
     wall = time.perf_counter() - t
     best = h.records[h.best_epoch - 1]
     rows.append({"method": "GEBM (frozen base, KALE)", "val_nll": h.best_value, "val_nll_bound": best["val_nll_bound"],
@@ -146,8 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.joint:
         joint = copy.deepcopy(gebm)
         t = time.perf_counter()
-        h = gp.fit_kale(joint, train, val, train_base=True, epochs=args.joint_epochs, n_energy_steps=10,
-                        warmup_energy_steps=0, **{**kw, "energy_lr": 3e-4})  # fmt: skip
+        h = runs.train_energy_kale(joint, data, {"train_base": True, "epochs": args.joint_epochs, "n_energy_steps": 10,
+                                                 "warmup_energy_steps": 0, **{**kw, "energy_lr": 3e-4}}, seed=args.seed)
         wall = time.perf_counter() - t
         best = h.records[h.best_epoch - 1]
         rows.append({"method": "GEBM (base + energy, KALE)", "val_nll": h.best_value,

@@ -1,4 +1,7 @@
-"""Configurations of the UCI benchmark: models/uci/<dataset>.toml, the --full overrides and --set key=value."""
+"""Configurations of the UCI benchmark: models/uci/<dataset>.toml, the --full overrides and --set key=value.
+
+``--set`` values are parsed by :func:`gebm_ppl.runs.parse_override` (the parser of ``gebm fit --set``).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,17 @@ import copy
 import tomllib
 from pathlib import Path
 
-__all__ = ["CONFIG_DIR", "EPOCH_KEYS", "apply_override", "load_config", "parse_override"]
+from gebm_ppl.runs import parse_override, set_dotted, validate_config
+
+__all__ = ["CONFIG_DIR", "EPOCH_KEYS", "apply_override", "load_config", "parse_override", "run_config"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "models" / "uci"
 # the sections whose "epochs" --epochs sets
 EPOCH_KEYS = ("mle.epochs", "kale.epochs", "kale_joint.epochs", "maf.epochs", "nsf.epochs")
 _SECTIONS = {"realnvp", "mle", "energy", "kale", "kale_joint", "maf", "nsf", "eval"}
+
+apply_override = set_dotted
+"""Set the dotted key of a configuration (:func:`gebm_ppl.runs.set_dotted`)."""
 
 
 def _merge(into: dict, new: dict) -> dict:
@@ -47,33 +55,8 @@ def load_config(dataset: str, full: bool = False, config_dir: str | Path | None 
     return config
 
 
-def parse_override(text: str) -> tuple[str | None, str, object]:
-    """``"[dataset:]section.key=value"`` → (dataset or None, dotted key, value parsed as a TOML value).
-
-    A value that is not valid TOML (``--set energy.activation=elu``) is kept as a string.
-    """
-    if "=" not in text:
-        raise ValueError(f"--set expects key=value (e.g. kale.epochs=20). Got {text!r}.")
-    key, raw = text.split("=", 1)
-    dataset = None
-    if ":" in key:
-        dataset, key = key.split(":", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ValueError(f"--set: bad key {key!r} in {text!r}.")
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return dataset, key, value
-
-
-def apply_override(config: dict, key: str, value: object) -> None:
-    """Set the dotted ``key`` of ``config`` to ``value`` (creating tables as needed)."""
-    parts = key.split(".")
-    node = config
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"--set {key}: {part!r} is not a table.")
-    node[parts[-1]] = value
+def run_config(config: dict) -> dict:
+    """The GEBM part of a benchmark configuration (``[realnvp]``, ``[energy]``, ``[mle]``, ``[kale]``) as a
+    validated run configuration (:func:`gebm_ppl.runs.validate_config`), as ``gebm fit`` reads the same file."""
+    return validate_config({k: config[k] for k in ("realnvp", "energy", "mle", "kale") if k in config},
+                           source=repr(config.get("source", "benchmark configuration")))

@@ -27,14 +27,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
-import math
 import os
 import platform
 import sys
 import time
 import traceback
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,140 +40,20 @@ import torch
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # the helpers beside this file; the repository's gebm_ppl
 
-from reference_flows import FLOWS  # noqa: E402
 from uci_config import EPOCH_KEYS, apply_override, load_config, parse_override  # noqa: E402
+from uci_methods import evaluate, flow_nll, run_flow, run_kale, run_realnvp  # noqa: E402
 from uci_report import METHODS, summarise, write_outputs  # noqa: E402
 
 import gebm_ppl as gp  # noqa: E402
 from gebm_ppl.data import DataNotFoundError  # noqa: E402
+from gebm_ppl.evaluation import paired_difference, stderr  # noqa: E402
 
 DEFAULT_DATASETS = ("red-wine", "white-wine", "parkinsons")
 FULL_DATASETS = ("red-wine", "white-wine", "parkinsons", "hepmass", "miniboone")
 
 
-# ------------------------------------------------------------------------------------------ helpers
-def _seed_for(dataset: str, seed: int, method: str) -> int:
-    """A stable torch seed per (dataset, seed, method) for weight initialisation."""
-    return zlib.crc32(f"{dataset}/{seed}/{method}".encode()) % (2**31)
-
-
-def _stderr(x: np.ndarray) -> float:
-    return float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.inf
-
-
-@torch.no_grad()
-def _flow_nll(model, x: np.ndarray, device: torch.device, batch_size: int = 8192) -> np.ndarray:
-    """Per-example −log p(x) in float64, ``[n]``."""
-    model.eval()
-    t = torch.as_tensor(x, dtype=torch.float32, device=device)
-    out = torch.cat([model.log_prob(chunk).double().cpu() for chunk in t.split(batch_size)])
-    return -out.numpy()
-
-
-def _n_params(module: torch.nn.Module) -> int:
-    return int(sum(p.numel() for p in module.parameters()))
-
-
-def _history(h) -> dict:
-    return {
-        "epochs": len(h.records),
-        "best_epoch": h.best_epoch,
-        "best_value": h.best_value,
-        "stop_reason": h.stop_reason,
-        "steps": h.total_steps,
-        "train_time": h.train_time,
-        "eval_time": h.eval_time,
-        "steps_per_second": h.steps_per_second,
-    }
-
-
 class MethodFailed(Exception):
     """A method could not produce a finite result (its message goes into the table and JSON)."""
-
-
-# ------------------------------------------------------------------------------------------ methods
-def run_realnvp(data, cfg: dict, seed: int, device, progress) -> tuple[dict, object]:
-    torch.manual_seed(_seed_for(data.name, seed, "realnvp"))
-    base = gp.RealNVP(data.dim, **cfg["realnvp"]).to(device)
-    h = gp.fit_mle(base, data.train, data.val, seed=seed, device=device, progress=progress, **cfg["mle"])
-    return {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(base)}, base
-
-
-def run_flow(kind: str, data, cfg: dict, seed: int, device, progress) -> tuple[dict, object]:
-    section = dict(cfg[kind])
-    arch = {k: section.pop(k) for k in list(section) if k in ("hidden_features", "num_layers", "num_blocks",
-                                                            "num_bins", "tail_bound")}  # fmt: skip
-    torch.manual_seed(_seed_for(data.name, seed, kind))
-    flow = FLOWS[kind](data.dim, **arch).to(device)
-    h = gp.fit_mle(flow, data.train, data.val, seed=seed, device=device, progress=progress, **section)
-    return {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(flow), "config": flow.config}, flow
-
-
-def make_energy(dim: int, cfg: dict) -> gp.EnergyMLP:
-    e = dict(cfg["energy"])
-    if "hidden" in e:
-        e["hidden"] = tuple(e["hidden"])
-    return gp.EnergyMLP(dim, **e)
-
-
-def run_kale(data, base, cfg: dict, seed: int, device, progress, *, joint: bool, energy=None):
-    """KALE on a copy of ``base``: frozen (``joint=False``) or trained with the energy."""
-    section = dict(cfg["kale_joint" if joint else "kale"])
-    init_energy = section.pop("init_energy", "fresh")
-    base = copy.deepcopy(base)
-    for p in base.parameters():
-        p.requires_grad_(joint)
-    torch.manual_seed(_seed_for(data.name, seed, "energy"))
-    if energy is not None and init_energy == "frozen":
-        energy, started_from = copy.deepcopy(energy), "gebm-frozen energy"
-    else:
-        energy, started_from = make_energy(data.dim, cfg), "fresh energy"
-    gebm = gp.GEBM(base, energy).to(device)
-    h = gp.fit_kale(gebm, data.train, data.val, train_base=joint, seed=seed, device=device, progress=progress,
-                    **section)  # fmt: skip
-    return {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(gebm.energy),
-            "started_from": started_from}, gebm  # fmt: skip
-
-
-@torch.no_grad()
-def evaluate_gebm(gebm, x: np.ndarray, cfg: dict, seed: int, device) -> tuple[dict, np.ndarray]:
-    """Per-example IS NLL and the GEBM figures (Â with its stderr and ESS, the KALE bound)."""
-    ev = cfg["eval"]
-    gebm.eval()
-    t = torch.as_tensor(x, dtype=gebm.log_partition.dtype, device=device)
-    log_g = torch.cat([gebm.base.log_prob(c).double().cpu() for c in t.split(8192)]).numpy()
-    energy = torch.cat([gebm.energy(c).double().cpu() for c in t.split(8192)]).numpy()
-    if not (np.isfinite(log_g).all() and np.isfinite(energy).all()):
-        raise MethodFailed("the base log-density or the energy is not finite on test points")
-    generator = torch.Generator(device=device).manual_seed(10_000 + seed)
-    try:
-        est = gp.estimate_log_partition(gebm, num_samples=int(ev["num_samples"]), batch_size=int(ev["batch_size"]),
-                                        generator=generator)  # fmt: skip
-    except ValueError as e:
-        raise MethodFailed(str(e)) from e
-    a, se_a, c = est.estimate, est.stderr, float(gebm.log_partition)
-    if not (math.isfinite(a) and math.isfinite(c)):
-        raise MethodFailed(f"the log-partition is not finite (Â = {a}, c = {c})")
-    nll = -(log_g - energy) + a
-    exp_term = math.exp(min(a - c, 700.0))
-    kale_f = float(-energy.mean() - c - exp_term + 1.0)
-    base_nll = float(-log_g.mean())
-    figures = {
-        "base_test_nll": base_nll,
-        "log_partition": a,
-        "log_partition_se": se_a,
-        "ess": est.ess,
-        "num_samples": est.num_samples,
-        "c": c,
-        "kale_test": kale_f,
-        "kale_bound_nll": base_nll - kale_f,
-        "kale_bound_se": math.sqrt(_stderr(log_g - energy) ** 2 + (exp_term * se_a) ** 2),
-    }
-    if est.ess < 0.01 * est.num_samples:
-        figures["warning"] = (
-            f"importance-weight ESS {est.ess:.0f} of {est.num_samples} base samples: Â (and the IS NLL) is unreliable"
-        )
-    return figures, nll
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -198,6 +75,8 @@ def run_one(dataset: str, seed: int, cfg: dict, methods: list[str], args, bar) -
 
     def attempt(method: str, fn):
         bar.set_description(f"{dataset} seed {seed}: {method}")
+        if not args.quiet and bar.disable:  # off a terminal: one line when each method starts
+            print(f"{dataset} seed {seed} {method}: started", file=sys.stderr, flush=True)
         rec = {"dataset": dataset, "seed": seed, "method": method, "status": "ok", "message": None}
         t0 = time.perf_counter()
         try:
@@ -207,7 +86,7 @@ def run_one(dataset: str, seed: int, cfg: dict, methods: list[str], args, bar) -
             rec.update(info)
             rec.update(extra)
             rec["test_nll"] = float(nll.mean())
-            rec["test_nll_se"] = _stderr(nll)
+            rec["test_nll_se"] = stderr(nll)
             rec["test_nll_median"] = float(np.median(nll))
             rec["test_nll_max"] = float(nll.max())
             models[method], per_example[method] = model, nll
@@ -229,7 +108,7 @@ def run_one(dataset: str, seed: int, cfg: dict, methods: list[str], args, bar) -
                 info, model = run_realnvp(data, cfg, seed, device, progress)
             else:
                 info, model = run_flow(kind, data, cfg, seed, device, progress)
-            return info, model, _flow_nll(model, data.test, device), {}
+            return info, model, flow_nll(model, data.test, device), {}
 
         return fn
 
@@ -239,7 +118,7 @@ def run_one(dataset: str, seed: int, cfg: dict, methods: list[str], args, bar) -
                 raise MethodFailed("needs the MLE RealNVP base, which failed or was not run")
             energy = getattr(models.get("gebm-frozen"), "energy", None)
             info, gebm = run_kale(data, models["realnvp"], cfg, seed, device, progress, joint=joint, energy=energy)
-            figures, nll = evaluate_gebm(gebm, data.test, cfg, seed, device)
+            figures, nll = evaluate(gebm, data.test, cfg, seed)
             return info, gebm, nll, figures
 
         return fn
@@ -255,7 +134,7 @@ def run_one(dataset: str, seed: int, cfg: dict, methods: list[str], args, bar) -
         elif method == "gebm-joint" and method in methods:
             attempt(method, gebm_result(joint=True))
 
-    # paired differences per test example against the references of the same seed
+    # paired differences per test example against the references of the same seed: Δ NLL = method − reference
     for method, rec in results.items():
         if rec["status"] != "ok":
             continue
@@ -263,11 +142,9 @@ def run_one(dataset: str, seed: int, cfg: dict, methods: list[str], args, bar) -
         for ref in ("realnvp", "maf", "nsf"):
             if ref == method or ref not in per_example:
                 continue
-            d = per_example[method] - per_example[ref]
-            se = _stderr(d)
-            if "log_partition_se" in rec:  # Â's error shifts every example alike
-                se = math.sqrt(se**2 + rec["log_partition_se"] ** 2)
-            rec["paired"][ref] = {"mean": float(d.mean()), "se": se}
+            # Â's error shifts every example of a GEBM alike
+            mean, se = paired_difference(per_example[method], per_example[ref], rec.get("log_partition_stderr", 0.0))
+            rec["paired"][ref] = {"mean": mean, "se": se}
     for method, rec in results.items():
         rec["per_example_test_nll"] = per_example.get(method)
         rec["data"] = {"sizes": data.metadata["sizes"], "dim": data.dim, "protocol": data.metadata["protocol"]}
@@ -395,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(rows, datasets, methods)
     table = write_outputs(Path(args.out), rows, summary, run_info, plot=not args.no_plot)
     print(table)
+    for suffix in ("json", "h5") if args.no_plot else ("json", "h5", "png"):
+        print(f"Wrote {Path(args.out) / f'uci_density.{suffix}'}", file=sys.stderr)
     failed = [r for r in rows if r["status"] != "ok"]
     return 1 if rows and len(failed) == len(rows) else 0
 

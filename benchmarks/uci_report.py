@@ -74,9 +74,9 @@ def summarise(rows: list[dict], datasets: list[str], methods: list[str]) -> list
                         mean, se, over = _mean_se([p["mean"] for p in pairs], pairs[0]["se"] if single else None)
                         s["paired"][ref] = {"mean": mean, "se": se, "se_over": over}
                 if m in GEBMS:
-                    for key in ("kale_bound_nll", "base_test_nll", "log_partition", "c"):
+                    for key in ("nll_bound", "base_nll", "log_partition", "c"):
                         s[key] = float(np.mean([r[key] for r in ok]))
-                    s["log_partition_se"] = float(max(r["log_partition_se"] for r in ok))
+                    s["log_partition_stderr"] = float(max(r["log_partition_stderr"] for r in ok))
                     s["ess"] = float(min(r["ess"] for r in ok))
                     s["num_samples"] = int(min(r["num_samples"] for r in ok))
             out.append(s)
@@ -157,7 +157,7 @@ def format_table(summary: list[dict], run_info: dict) -> str:
     if gebm_rows:
         lines += [
             "",
-            "### GEBMs against the flows (paired per test example; Δ < 0: the GEBM is better)",
+            "### GEBMs against the flows (paired per test example: Δ NLL = GEBM − flow; Δ < 0: the GEBM is better)",
             "",
             "| dataset | GEBM | IS NLL | KALE bound | Δ vs RealNVP | Δ/se | Δ vs MAF | Δ vs NSF | Â ± se | ESS | "
             "goal: Δ < −2 se |",
@@ -172,11 +172,11 @@ def format_table(summary: list[dict], run_info: dict) -> str:
             ratio = rv["mean"] / rv["se"] if rv and _finite(rv["se"]) and rv["se"] > 0 else float("nan")
             goal = "yes" if rv and _finite(ratio) and ratio < -2 else "no"
             cells = [
-                s["dataset"], s["method"], _fmt(s["test_nll"], s["test_nll_se"]), _fmt(s["kale_bound_nll"]),
+                s["dataset"], s["method"], _fmt(s["test_nll"], s["test_nll_se"]), _fmt(s["nll_bound"]),
                 _fmt(rv["mean"], rv["se"]) if rv else "—", _fmt(ratio, digits=1),
                 _fmt(p["maf"]["mean"], p["maf"]["se"]) if "maf" in p else "—",
                 _fmt(p["nsf"]["mean"], p["nsf"]["se"]) if "nsf" in p else "—",
-                _fmt(s["log_partition"], s["log_partition_se"], 3), f"{s['ess']:,.0f}", goal,
+                _fmt(s["log_partition"], s["log_partition_stderr"], 3), f"{s['ess']:,.0f}", goal,
             ]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
 
@@ -239,8 +239,8 @@ def _write_h5(path: Path, rows: list[dict], summary: list[dict], run_info: dict)
             g.attrs["status"] = r["status"]
             g.attrs["message"] = r["message"] or ""
             g.attrs["result"] = json.dumps(_clean(r))
-            for key in ("test_nll", "test_nll_se", "wall_time", "val_nll", "log_partition", "log_partition_se",
-                        "ess", "kale_bound_nll", "c"):  # fmt: skip
+            for key in ("test_nll", "test_nll_se", "wall_time", "val_nll", "log_partition", "log_partition_stderr",
+                        "ess", "nll_bound", "c"):  # fmt: skip
                 if _finite(r.get(key)):
                     g.attrs[key] = float(r[key])
             nll = r.get("per_example_test_nll")

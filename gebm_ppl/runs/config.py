@@ -189,6 +189,8 @@ def parse_value(text: str):
 def parse_override(text: str) -> tuple[str | None, str, object]:
     """``"[dataset:]section.key=value"`` → (dataset or None, the dotted key, the value by :func:`parse_value`).
 
+    The one parser of ``--set`` overrides, for ``gebm fit`` (through :func:`apply_overrides`) and the benchmarks.
+
     Raises:
         ValueError: no ``=``, or an empty part of the key.
     """
@@ -197,7 +199,7 @@ def parse_override(text: str) -> tuple[str | None, str, object]:
     if ":" in name:
         dataset, name = (s.strip() for s in name.split(":", 1))
     key = name.strip()
-    if not sep or "." not in key or any(not part.strip() for part in key.split(".")):
+    if not sep or any(not part.strip() for part in key.split(".")):
         raise ValueError(f"override {text!r} should read SECTION.KEY=VALUE (key=value, the value in TOML syntax), "
                          "e.g. kale.epochs=3.")
     return dataset or None, ".".join(p.strip() for p in key.split(".")), parse_value(raw.strip())
@@ -232,7 +234,9 @@ def apply_overrides(config: dict, overrides: Sequence[str]) -> dict:
         dataset, key, value = parse_override(item)
         if dataset is not None:
             raise ValueError(f"override {item!r}: a DATASET: prefix applies to the benchmark, not to a run.")
-        section, _, rest = key.partition(".")
+        section, dot, rest = key.partition(".")
+        if not dot:
+            raise ValueError(f"override {item!r} should read SECTION.KEY=VALUE, e.g. kale.epochs=3.")
         if section == "realnvp":
             if config.get("base", {}).get("class", DEFAULT_BASE) != "RealNVP":
                 raise ValueError(f"override {item!r}: the base is {config['base']['class']}, not RealNVP; "
@@ -280,7 +284,7 @@ def _check_type(section: str, key: str, value: object, param: inspect.Parameter)
     for kind, ok in kinds.items():
         if isinstance(default, kind):
             if not isinstance(value, ok) or (kind is not bool and isinstance(value, bool)):
-                raise TypeError(f"[{section}] {key!r} should be a {kind.__name__}, like its default {default!r}. "
+                raise TypeError(f"[{section}] {key!r} should be {'an' if kind is int else 'a'} {kind.__name__}, like its default {default!r}. "
                                 f"Got {value!r}.")
             return
 

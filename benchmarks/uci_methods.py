@@ -1,0 +1,106 @@
+"""The methods of the UCI benchmark, built on :mod:`gebm_ppl.runs` (the pipeline of ``gebm fit``).
+
+* ``realnvp``: the base of the configuration (:func:`gebm_ppl.runs.build_base`) fitted by
+  :func:`gebm_ppl.runs.train_base_mle`;
+* ``gebm-frozen`` / ``gebm-joint``: an energy (:func:`gebm_ppl.runs.build_energy`) trained by
+  :func:`gebm_ppl.runs.train_energy_kale` on a copy of that base, frozen or trained with it;
+* ``maf``, ``nsf``: the reference flows of :mod:`reference_flows`, fitted by the same MLE stage.
+
+GEBMs are evaluated by :func:`gebm_ppl.evaluate_gebm` (its field names are the result keys).
+"""
+
+from __future__ import annotations
+
+import copy
+import zlib
+
+import numpy as np
+import torch
+from reference_flows import FLOWS
+from uci_config import run_config
+
+import gebm_ppl as gp
+from gebm_ppl import runs
+from gebm_ppl.evaluation import evaluate_gebm, low_ess_warning
+
+__all__ = ["flow_nll", "run_flow", "run_kale", "run_realnvp", "evaluate"]
+
+
+def seed_for(dataset: str, seed: int, method: str) -> int:
+    """A stable torch seed per (dataset, seed, method) for weight initialisation."""
+    return zlib.crc32(f"{dataset}/{seed}/{method}".encode()) % (2**31)
+
+
+@torch.no_grad()
+def flow_nll(model, x: np.ndarray, device: torch.device, batch_size: int = 8192) -> np.ndarray:
+    """Per-example −log p(x) in float64, ``[n]``."""
+    model.eval()
+    t = torch.as_tensor(x, dtype=torch.float32, device=device)
+    out = torch.cat([model.log_prob(chunk).double().cpu() for chunk in t.split(batch_size)])
+    return -out.numpy()
+
+
+def _n_params(module: torch.nn.Module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def _history(h) -> dict:
+    return {
+        "epochs": len(h.records),
+        "best_epoch": h.best_epoch,
+        "best_value": h.best_value,
+        "stop_reason": h.stop_reason,
+        "steps": h.total_steps,
+        "train_time": h.train_time,
+        "eval_time": h.eval_time,
+        "steps_per_second": h.steps_per_second,
+    }
+
+
+def run_realnvp(data, cfg: dict, seed: int, device, progress) -> tuple[dict, object]:
+    """The MLE base of the configuration."""
+    base = runs.build_base(run_config(cfg), data.dim, seed=seed_for(data.name, seed, "realnvp")).to(device)
+    h = runs.train_base_mle(base, data, cfg["mle"], seed=seed, device=device, progress=progress)
+    return {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(base)}, base
+
+
+def run_flow(kind: str, data, cfg: dict, seed: int, device, progress) -> tuple[dict, object]:
+    """A reference flow (``maf`` or ``nsf``) by the same MLE stage."""
+    section = dict(cfg[kind])
+    arch = {k: section.pop(k) for k in list(section) if k in ("hidden_features", "num_layers", "num_blocks",
+                                                            "num_bins", "tail_bound")}  # fmt: skip
+    torch.manual_seed(seed_for(data.name, seed, kind))
+    flow = FLOWS[kind](data.dim, **arch).to(device)
+    h = runs.train_base_mle(flow, data, section, seed=seed, device=device, progress=progress)
+    return {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(flow), "config": flow.config}, flow
+
+
+def run_kale(data, base, cfg: dict, seed: int, device, progress, *, joint: bool, energy=None):
+    """KALE on a copy of ``base``: frozen (``joint=False``) or trained with the energy."""
+    section = dict(cfg["kale_joint" if joint else "kale"])
+    init_energy = section.pop("init_energy", "fresh")
+    base = copy.deepcopy(base)
+    for p in base.parameters():
+        p.requires_grad_(joint)
+    if energy is not None and init_energy == "frozen":
+        energy, started_from = copy.deepcopy(energy), "gebm-frozen energy"
+    else:
+        energy = runs.build_energy(run_config(cfg), data.dim, seed=seed_for(data.name, seed, "energy"))
+        started_from = "fresh energy"
+    gebm = gp.GEBM(base, energy).to(device)
+    h = runs.train_energy_kale(gebm, data, {**section, "train_base": joint}, seed=seed, device=device,
+                               progress=progress)
+    return {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(gebm.energy),
+            "started_from": started_from}, gebm  # fmt: skip
+
+
+def evaluate(gebm, x: np.ndarray, cfg: dict, seed: int) -> tuple[dict, np.ndarray]:
+    """:func:`gebm_ppl.evaluate_gebm` on the test points (Â from ``[eval] num_samples`` draws, seed 10000 + seed):
+    its figures (with a ``warning`` when the ESS is low) and the per-example NLLs."""
+    ev = evaluate_gebm(gebm, x, num_samples=int(cfg["eval"]["num_samples"]),
+                       batch_size=int(cfg["eval"]["batch_size"]), seed=10_000 + seed)
+    figures = ev.to_dict()
+    warning = low_ess_warning(ev)
+    if warning:
+        figures["warning"] = warning
+    return figures, ev.nll_per_example
