@@ -421,3 +421,30 @@ def test_training_options_check_their_values():
         KaleSettings(train_base=1)
     with pytest.raises(ValueError, match="noise_factor"):
         gp.fit_kale(gp.GEBM(gp.RealNVP(2), gp.EnergyMLP(2)), torch.randn(10, 2), noise_factor=0)
+
+
+def test_resume_refuses_other_checkpoint_versions_and_files(tmp_path):
+    from gebm_ppl.gebm import checkpoint_digest
+    from gebm_ppl.training._checkpoint import TRAINING_VERSION
+
+    x = torch.randn(60, 2, generator=torch.Generator().manual_seed(2))
+    gebm = gp.GEBM(gp.RealNVP(2, hidden_features=4, num_layers=1), gp.EnergyMLP(2, hidden=(4,)))
+    kw = dict(epochs=2, batch_size=30, noise_factor=2, log_partition_samples=100, progress=False)
+    ckpt = tmp_path / "kale.pt"
+    gp.fit_kale(gebm, x, checkpoint_path=ckpt, max_steps=1, **kw)
+    data = torch.load(ckpt, weights_only=True)
+    data["extra"]["training"]["version"] = TRAINING_VERSION + 1
+    data.pop("digest")
+    data["digest"] = checkpoint_digest(data)
+    future = tmp_path / "future.pt"
+    torch.save(data, future)
+    with pytest.raises(ValueError, match=f"training-checkpoint version {TRAINING_VERSION + 1}; expected"):
+        gp.fit_kale(gebm, x, resume=future, **kw)
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not a gebm_ppl training checkpoint"):
+        gp.fit_kale(gebm, x, resume=tmp_path / "foreign.pt", **kw)
+    # the frozen base stays in eval mode inside a training GEBM, and both modes come back afterwards
+    gebm.train()
+    gebm.base.eval()
+    history = gp.fit_kale(gebm, x, resume=ckpt, **kw)
+    assert history.total_steps == 4 and gebm.training and not gebm.base.training and gebm.energy.training
