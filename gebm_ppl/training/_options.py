@@ -11,7 +11,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR, ReduceLROnP
 
 from ._checks import check_nonnegative_int, check_optional_positive_int, check_positive_int
 
-__all__ = ["SCHEDULES", "TrainingOptions", "make_scheduler"]
+__all__ = ["SCHEDULES", "TrainingOptions", "make_scheduler", "pick"]
 
 SCHEDULES = ("cosine", "plateau", "step", None)
 
@@ -32,6 +32,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str | None, epoch
     if schedule == "plateau":
         return ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=5)
     raise ValueError(f"'schedule' should be one of {list(SCHEDULES)}. Got {schedule!r}.")
+
+
+def pick(cls: type, values: dict):
+    """``cls(**values)`` restricted to the dataclass ``cls``'s fields (the other keys of ``values`` are ignored)."""
+    return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
 @dataclass
@@ -91,6 +96,11 @@ class TrainingOptions:
             )
         if self.progress is not None and not isinstance(self.progress, bool):
             raise TypeError(f"'progress' should be None, True or False. Got {self.progress!r}.")
+
+    @classmethod
+    def pick(cls, values: dict):
+        """The options named in ``values`` (e.g. a training function's ``locals()``); other keys are ignored."""
+        return pick(cls, values)
 
     def loop_kwargs(self) -> dict:
         """The keywords of :class:`~gebm_ppl.training._loop.Loop` these options fill."""

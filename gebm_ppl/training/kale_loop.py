@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .._modes import eval_mode, train_mode
 from ._loop import Loop, as_data
-from ._options import TrainingOptions
+from ._options import TrainingOptions, pick
 from .history import TrainingHistory
 from .kale_step import KaleSettings, KaleStep, clip_scaled_grad
 
@@ -158,18 +158,8 @@ def fit_kale(
     """
     if not all(hasattr(gebm, a) for a in ("base", "energy", "log_partition", "latent_energy")):
         raise TypeError(f"'gebm' should be a gebm_ppl.GEBM. Got {type(gebm).__name__}.")
-    options = TrainingOptions(
-        epochs=epochs, batch_size=batch_size, patience=patience, schedule=schedule, eval_every=eval_every, seed=seed,
-        device=device, progress=progress, callback=callback, checkpoint_path=checkpoint_path,
-        checkpoint_every=checkpoint_every, resume=resume, max_steps=max_steps, eval_batch_size=eval_batch_size,
-    )  # fmt: skip
-    kale = KaleSettings(
-        train_base=train_base, noise_factor=noise_factor, energy_lr=energy_lr, base_lr=base_lr,
-        log_partition_lr=log_partition_lr, n_energy_steps=n_energy_steps, warmup_energy_steps=warmup_energy_steps,
-        penalty=penalty, penalty_every=penalty_every, energy_l2=energy_l2, energy_weight_decay=energy_weight_decay,
-        grad_clip=grad_clip, log_partition_samples=log_partition_samples, init_log_partition=init_log_partition,
-        reestimate_log_partition=reestimate_log_partition,
-    )  # fmt: skip
+    options = TrainingOptions.pick(locals())  # epochs, batch_size, seed, checkpoint_path, ...
+    kale = pick(KaleSettings, locals())  # train_base, noise_factor, energy_lr, ...
     return run_kale(gebm, train, val, kale, options)
 
 

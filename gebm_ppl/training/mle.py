@@ -117,11 +117,7 @@ def fit_mle(
     """
     if not isinstance(base, nn.Module) or not callable(getattr(base, "log_prob", None)):
         raise TypeError(f"'base' should be an nn.Module with log_prob(x) -> [N]. Got {type(base).__name__}.")
-    options = TrainingOptions(
-        epochs=epochs, batch_size=batch_size, patience=patience, schedule=schedule, eval_every=eval_every, seed=seed,
-        device=device, progress=progress, callback=callback, checkpoint_path=checkpoint_path,
-        checkpoint_every=checkpoint_every, resume=resume, max_steps=max_steps, eval_batch_size=eval_batch_size,
-    )  # fmt: skip
+    options = TrainingOptions.pick(locals())  # epochs, batch_size, seed, checkpoint_path, ...
     epochs, batch_size, patience, schedule = options.epochs, options.batch_size, options.patience, options.schedule
     eval_every, seed, max_steps = options.eval_every, options.seed, options.max_steps
     eval_batch_size = options.eval_batch_size
