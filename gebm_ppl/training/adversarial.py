@@ -143,7 +143,8 @@ def fit_adversarial(
         eval_batch_size: rows per forward pass when evaluating.
         seed: seed of every draw.
         device: move the GEBM there first.
-        progress: tqdm bar over records; None shows it only when stderr is a terminal.
+        progress: True / False / None: progress over the records (None: a tqdm bar on a terminal,
+            periodic lines elsewhere), showing the losses and ``kale_val``.
         callback: called with each record; returning True stops.
         checkpoint_path: atomic :meth:`gebm_ppl.GEBM.checkpoint` (``GEBM.load`` reads it) with the
             training state in ``extra["training"]``, written at every record (or every
@@ -247,7 +248,7 @@ def fit_adversarial(
         patience=None, eval_every=1, monitor=None, mode="max", seed=seed, max_steps=steps,
         checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, progress=progress,
         callback=callback, settings=settings, structure=structure, payload=payload,
-        desc=f"fit_adversarial ({objective})",
+        desc=f"fit_adversarial ({objective})", progress_keys=("energy_loss", "base_loss", "kale_val"),
     )  # fmt: skip
 
     # ------------------------------------------------------------ evaluation
