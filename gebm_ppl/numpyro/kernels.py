@@ -110,7 +110,9 @@ class ULA(_Langevin):
 
     Args:
         potential_fn: U.
-        step_size: γ₀. step_size_decay, decay_every: the schedule γ_t = γ₀ ρ^⌊t/k⌋.
+        step_size: γ₀.
+        step_size_decay: ρ of the schedule γ_t = γ₀ ρ^⌊t/k⌋ (1: constant).
+        decay_every: k, transitions between decays.
     """
 
     def _sample_one(self, state):
@@ -129,7 +131,10 @@ class Kinetic(_Langevin):
 
     Args:
         potential_fn: U.
-        step_size: h₀. friction: κ. step_size_decay, decay_every: the schedule of h.
+        step_size: h₀.
+        friction: κ.
+        step_size_decay: ρ of the schedule γ_t = γ₀ ρ^⌊t/k⌋ (1: constant).
+        decay_every: k, transitions between decays.
     """
 
     def __init__(self, potential_fn, step_size: float, friction: float, step_size_decay: float = 1.0,
@@ -183,7 +188,9 @@ class MALA(_MH):
 
     Args:
         potential_fn: U.
-        step_size: γ₀. step_size_decay, decay_every: the schedule γ_t = γ₀ ρ^⌊t/k⌋.
+        step_size: γ₀.
+        step_size_decay: ρ of the schedule γ_t = γ₀ ρ^⌊t/k⌋ (1: constant).
+        decay_every: k, transitions between decays.
     """
 
     extra_fields = _MH.extra_fields + ("step_size",)
@@ -251,7 +258,10 @@ class DOT(LatentKernel):
 
     Args:
         potential_fn: U.
-        step_size: γ. num_steps: steps per draw. lipschitz: L or None. lipschitz_samples: draws for L.
+        step_size: γ.
+        num_steps: proximal-gradient steps per draw.
+        lipschitz: L, or None to estimate it.
+        lipschitz_samples: prior draws per chain for the estimate of L.
     """
 
     extra_fields = ("potential_energy", "transport_cost", "lipschitz")

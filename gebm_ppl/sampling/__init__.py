@@ -228,8 +228,13 @@ def sample_potential(
         potential_fn: U, ``[..., d] → [...]``: a differentiable torch function for ``backend="pyro"``, a
             JAX function for ``backend="numpyro"``.
         init: starting points ``[C, d]`` (they fix the number of chains C and d), a tensor or array.
-        method, backend, num_samples, warmup_steps, seed, progress, **method_kwargs: as in
-            :func:`sample_latent`.
+        method: a registered method (as in :func:`sample_latent`).
+        backend: ``"pyro"`` or ``"numpyro"``.
+        num_samples: draws kept per chain.
+        warmup_steps: transitions per chain discarded first.
+        seed: seed of every random draw of the run.
+        progress: show a progress bar.
+        **method_kwargs: the method's settings (as in :func:`sample_latent`).
         forward: optional map z → x stored as the posterior ``x`` (default: x = z).
 
     Returns:

@@ -40,7 +40,8 @@ class CountingPotential:
     Args:
         potential_fn: any differentiable torch function of the latent points.
         latent_dim: d.
-        dtype, device: those of the latent points.
+        dtype: that of the latent points.
+        device: that of the latent points.
     """
 
     def __init__(
