@@ -151,6 +151,11 @@ def run_one(dataset: str, seed: int, cfg: dict, methods: list[str], args, bar) -
     return [results[m] for m in METHODS if m in results and (m in methods)]
 
 
+def _load() -> float | None:
+    """The 1-minute load average (None where the OS does not report it): runtimes depend on it."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
 def _parse_seeds(text: str | None, default: int) -> list[int]:
     if text is None:
         return list(range(default))
@@ -245,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     rows: list[dict] = []
+    load_start = _load()
     t_start = time.perf_counter()
     n_methods = len(set(methods) | ({"realnvp"} if {"gebm-frozen", "gebm-joint"} & set(methods) else set()))
     with tqdm(total=len(datasets) * len(seeds) * n_methods, unit="fit", disable=args.no_progress or None,
@@ -267,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         "configs": configs,
         "versions": {"gebm_ppl": gp.__version__, "torch": torch.__version__, "python": platform.python_version(),
                      "numpy": np.__version__},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average_start": load_start,
+                    "load_average_end": _load()},
     }  # fmt: skip
     summary = summarise(rows, datasets, methods)
     table = write_outputs(Path(args.out), rows, summary, run_info, plot=not args.no_plot)

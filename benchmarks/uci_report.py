@@ -125,6 +125,16 @@ def _protocols(run_info: dict) -> str:
     return "; ".join(text.get(n, n) for n in sorted(names)) or "n/a"
 
 
+def _machine_note(run_info: dict) -> str:
+    """", 2 CPUs, load average 1.2 → 3.4" (the machine and its load, on which the wall time depends)."""
+    m = run_info.get("machine") or {}
+    parts = [f"{m['cpus']} CPUs"] if m.get("cpus") else []
+    if _finite(m.get("load_average_start")):
+        end = f" → {m['load_average_end']:.1f}" if _finite(m.get("load_average_end")) else ""
+        parts.append(f"1-min load average {m['load_average_start']:.1f}{end}")
+    return "".join(f", {p}" for p in parts)
+
+
 def format_table(summary: list[dict], run_info: dict) -> str:
     """The markdown report: NLL table, GEBM details (paired differences), training times."""
     methods = [m for m in METHODS if any(s["method"] == m for s in summary)]
@@ -137,7 +147,8 @@ def format_table(summary: list[dict], run_info: dict) -> str:
         "",
         f"Seeds {seeds} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}); ± is the standard error over {over}. "
         f"Protocol: {_protocols(run_info)}. Total wall time "
-        f"{run_info['wall_time'] / 60:.1f} min on {run_info['device']} ({run_info['threads']} torch threads).",
+        f"{run_info['wall_time'] / 60:.1f} min on {run_info['device']} ({run_info['threads']} torch threads"
+        f"{_machine_note(run_info)}).",
         f"Training lengths (epochs): {_epochs_note(run_info)}.",
         "GEBM NLL: importance sampling with Â from "
         f"{min((s['num_samples'] for s in summary if s['method'] in GEBMS and 'num_samples' in s), default=0):,} "

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import gebm_ppl as gp
-from gebm_ppl.evaluation import evaluate_gebm
+from gebm_ppl.evaluation import evaluate_gebm, verdict
 
 
 def main() -> None:
@@ -51,7 +51,8 @@ def main() -> None:
     # 3. held-out NLL: exact for the base, importance sampling (and the KALE bound) for the GEBM
     ev = evaluate_gebm(gebm, data.test, num_samples=10_000 if quick else 100_000)
     print(f"test NLL: base {ev.base_nll:.3f} ± {ev.base_nll_stderr:.3f}, GEBM {ev.nll:.3f} ± {ev.nll_stderr:.3f}, "
-          f"KALE bound {ev.nll_bound:.3f}; paired gain {ev.gain:.3f} ± {ev.gain_stderr:.3f}")
+          f"KALE bound {ev.nll_bound:.3f}; Δ NLL = GEBM − base {ev.delta_nll:.3f} ± {ev.delta_nll_stderr:.3f}")
+    print(verdict(ev.delta_nll, ev.delta_nll_stderr))
     # --8<-- [end:fit]
 
     # --8<-- [start:sample]

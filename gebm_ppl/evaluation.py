@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._modes import eval_mode
 from ._validation import check_points, check_positive_int
-from .kale import estimate_log_partition
+from .kale import estimate_log_partition, kale_from_log_partition, kale_nll_bound
 
 __all__ = ["GEBMEvaluation", "evaluate_gebm", "low_ess_warning", "paired_difference", "stderr", "verdict"]
 
@@ -155,24 +156,20 @@ def evaluate_gebm(
     if x.dim() != 2 or x.shape[0] < 2:
         raise ValueError(f"'x' should have shape [n, {gebm.dim}] with n >= 2. Got shape {tuple(x.shape)}.")
     density = bool(getattr(gebm.base, "has_density", True))
-    was_training = gebm.training
-    gebm.eval()
-    try:
+    with eval_mode(gebm):
         chunks = x.split(batch_size)
         energy = torch.cat([gebm.energy(chunk).double().cpu() for chunk in chunks]).numpy()
         log_g = torch.cat([gebm.base.log_prob(chunk).double().cpu() for chunk in chunks]).numpy() if density else None
         generator = torch.Generator(device=c.device).manual_seed(int(seed))
         est = estimate_log_partition(gebm, num_samples=num_samples, batch_size=batch_size, generator=generator)
-    finally:
-        gebm.train(was_training)
     if not np.isfinite(energy).all() or (log_g is not None and not np.isfinite(log_g).all()):
         raise ValueError("the base log-density or the energy is not finite on some of the evaluated points.")
     a_hat, se_a, c_val = est.estimate, est.stderr, float(c)
     if not (math.isfinite(a_hat) and math.isfinite(c_val)):
         raise ValueError(f"the log-partition is not finite (Â = {a_hat}, c = {c_val}).")
     n = energy.size
-    exp_term = math.exp(min(a_hat - c_val, 700.0))
-    kale = float(-energy.mean() - c_val - exp_term + 1.0)
+    exp_term = math.exp(min(a_hat - c_val, 700.0))  # for the standard error of the bound
+    kale = kale_from_log_partition(float(energy.mean()), c_val, a_hat)
     common = dict(num_examples=n, kale=kale, log_partition=a_hat, log_partition_stderr=se_a, ess=est.ess,
                   num_samples=num_samples, c=c_val)
     if log_g is None:
@@ -189,7 +186,7 @@ def evaluate_gebm(
         base_nll_stderr=stderr(base_per_example),
         nll=nll,
         nll_stderr=math.sqrt(spread + se_a**2),
-        nll_bound=base_nll - kale,
+        nll_bound=kale_nll_bound(base_nll, float(energy.mean()), c_val, a_hat),
         nll_bound_stderr=math.sqrt(spread + (exp_term * se_a) ** 2),
         delta_nll=delta,
         delta_nll_stderr=delta_se,
