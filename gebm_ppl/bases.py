@@ -1,26 +1,31 @@
-"""Bases G_θ: latent noise Z ~ N(0, I) pushed forward by a generator X = G_θ(Z).
+"""Bases G_θ: latent noise Z ~ N(0, I_d) pushed forward by a generator X = G_θ(Z).
 
-The base protocol (what every base implements, and all the rest of gebm_ppl relies on):
+The base contract (:class:`Base`, an abstract class; the rest of gebm_ppl relies on nothing else):
 
-* ``dim`` (D, data dimension) and ``latent_dim`` (d, latent dimension; d = D for flows);
-* ``sample_prior(n) -> [n, d]``: draws from η = N(0, I_d) on the base's device and dtype;
-* ``forward(z) -> x``: the generator G_θ, ``[..., d] -> [..., D]``, differentiable in z and θ;
+* ``dim`` (D, data dimension) and ``latent_dim`` (d, latent dimension; d = D for flows), set by the
+  constructor (checked when the object is built);
+* ``forward(z) -> x`` (abstract): the generator G_θ, ``[..., d] -> [..., D]``, differentiable in z and θ;
+* ``sample_prior(n) -> [n, d]``: draws from the prior η = N(0, I_d) on the base's device and dtype
+  (``sample_latent`` is its deprecated old name);
 * ``sample(n) -> [n, D]``: ``forward(sample_prior(n))``;
 * ``config``: the constructor's keyword arguments (plain Python values), so that
   ``type(base)(**base.config)`` rebuilds the architecture for checkpoints;
-* bases with a density (invertible generators) also implement ``inverse(x) -> (z, logabsdet)``
-  with ``logabsdet = log|det ∂G_θ⁻¹(x)/∂x|`` of shape ``[...]``, and ``log_prob(x) -> [...]``,
-  ``log g_θ(x) = log η(G_θ⁻¹(x)) + logabsdet``. Bases without one raise
+* ``has_density`` (class flag): bases with a density (invertible generators) implement
+  ``inverse(x) -> (z, logabsdet)`` with ``logabsdet = log|det ∂G_θ⁻¹(x)/∂x|`` of shape ``[...]``, and
+  get ``log_prob(x) = log η(G_θ⁻¹(x)) + logabsdet``. Bases without one raise
   :class:`DensityNotAvailable` there.
 
-nflows transforms map data → noise in ``forward``; the flip to our generator direction
-(G = ``transform.inverse``) stays inside :class:`RealNVP`.
+:class:`TransformBase` turns any bijection into a density base by change of variables: a
+``torch.distributions.Transform`` (z → x), or a zuko flow / lazy transform (x → z, flipped inside).
+nflows transforms also map data → noise; that flip (G = ``transform.inverse``) stays inside :class:`RealNVP`.
 """
 
 from __future__ import annotations
 
+import abc
 import math
 import warnings
+from typing import Any
 
 import torch
 from nflows.transforms import AffineCouplingTransform, CompositeTransform
@@ -28,25 +33,72 @@ from torch import Tensor, nn
 
 from ._validation import check_points, check_positive_float, check_positive_int
 
-__all__ = ["AffineBase", "Base", "DensityNotAvailable", "RealNVP", "BASES", "register_base"]
+__all__ = ["AffineBase", "Base", "DensityNotAvailable", "RealNVP", "TransformBase", "BASES", "register_base"]
 
 
-class DensityNotAvailable(TypeError):
-    """The base is a generator without a tractable density (no inverse / log_prob)."""
+class DensityNotAvailable(NotImplementedError, TypeError):
+    """The base is a generator without a tractable density (no inverse / log_prob).
+
+    A ``NotImplementedError``; also a ``TypeError``, as it was before the base contract became abstract.
+    """
 
 
-class Base(nn.Module):
-    """Base class of the base protocol (see the module docstring)."""
+class _BaseMeta(abc.ABCMeta):
+    """Checks after construction that a base has set integer ``dim`` and ``latent_dim``."""
+
+    def __call__(cls, *args, **kwargs):
+        obj = super().__call__(*args, **kwargs)
+        for name in ("dim", "latent_dim"):
+            value = getattr(obj, name, None)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TypeError(
+                    f"{cls.__name__} breaks the base contract: its constructor should set '{name}' to a positive "
+                    f"integer (data dimension D and latent dimension d). Got {value!r}."
+                )
+        return obj
+
+
+class Base(nn.Module, metaclass=_BaseMeta):
+    """Abstract base G_θ = (G_θ)#η, η = N(0, I_d) (the contract is in the module docstring).
+
+    Subclasses implement ``forward`` and set ``dim``/``latent_dim`` in their constructor; density
+    bases also implement ``inverse`` (``has_density`` then defaults to True) and checkpointable
+    ones ``config``. A base without parameters works: a non-persistent buffer carries its device/dtype.
+    """
 
     dim: int
     latent_dim: int
+    has_density: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # a flag set in the class (or an ancestor's) body wins; else: does the class provide an inverse?
+        for k in cls.__mro__:
+            if k is Base or ("has_density" in k.__dict__ and not k.__dict__.get("_has_density_derived", False)):
+                break
+        if k is Base:
+            cls.has_density = cls.inverse is not Base.inverse
+            cls._has_density_derived = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
+
+    @abc.abstractmethod
+    def forward(self, z: Tensor) -> Tensor:
+        """G_θ(z): latent ``[..., d]`` → data ``[..., D]``."""
 
     @property
     def config(self) -> dict:
+        """The constructor's keyword arguments (plain values); checkpoints need it."""
         raise TypeError(f"{type(self).__name__} does not define 'config', which checkpoints need.")
 
     def _param_like(self) -> Tensor:
-        return next(self.parameters())
+        p = next(self.parameters(), None)
+        if p is not None:
+            return p
+        anchor = getattr(self, "_anchor", None)
+        return anchor if anchor is not None else torch.empty(0)
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``[n, latent_dim]`` latent points from the prior η = N(0, I_d)."""
@@ -69,6 +121,7 @@ class Base(nn.Module):
         return self.forward(self.sample_prior(n, generator=generator))
 
     def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """G⁻¹(x) and log|det ∂G⁻¹(x)/∂x| (density bases only)."""
         raise DensityNotAvailable(f"{type(self).__name__} is not invertible: it has no inverse or density.")
 
     def log_prob(self, x: Tensor) -> Tensor:
@@ -119,7 +172,126 @@ class ExpTanhAffineCoupling(AffineCouplingTransform):
         return torch.exp(b * torch.tanh(unconstrained_scale / b)), shift
 
 
-class RealNVP(Base):
+def _sum_to_batch(ladj: Tensor, v: Tensor) -> Tensor:
+    """A Jacobian term ``[N]`` (event-level) from a transform's ``[N]`` or elementwise ``[N, D]``."""
+    return ladj.sum(-1) if ladj.dim() == v.dim() else ladj
+
+
+class TransformBase(Base):
+    """Density base from a bijection T: log g(x) = log η(G⁻¹(x)) + log|det ∂G⁻¹(x)/∂x| (change of variables).
+
+    ``transform`` is either
+
+    * a ``torch.distributions.Transform`` on real vectors: by default G = T (latent z → data x,
+      torch's ``TransformedDistribution`` convention);
+    * a zuko flow (``zuko.flows.Flow``, e.g. ``zuko.flows.NSF(D)``, whose prior must be N(0, I)) or a
+      zuko ``LazyTransform``: these map data → noise, so by default G = T⁻¹. Their parameters are
+      parameters of the base (trained by :func:`gebm_ppl.fit_mle` / :func:`gebm_ppl.fit_kale`).
+
+    ``direction`` overrides the default: ``"generate"`` (T maps z → x) or ``"normalize"`` (T maps x → z).
+    A plain torch transform has no parameters; its tensors do not follow ``.to()``. The base has no
+    ``config`` (checkpoints need a subclass that defines one, such as :class:`RealNVP` or :class:`gebm_ppl.NSF`).
+
+    Example:
+        >>> from torch.distributions import AffineTransform
+        >>> base = TransformBase(AffineTransform(torch.ones(2), 2.0 * torch.ones(2)), dim=2)
+        >>> base.log_prob(torch.zeros(3, 2)).shape
+        torch.Size([3])
+    """
+
+    has_density = True
+
+    def __init__(self, transform: Any, dim: int, direction: str | None = None):
+        super().__init__()
+        dim = check_positive_int(dim, "dim")
+        self.dim = self.latent_dim = dim
+        transform, self.direction, self._lazy = self._adopt(transform, direction)
+        self.transform = transform
+
+    @staticmethod
+    def _adopt(transform: Any, direction: str | None) -> tuple[Any, str, bool]:
+        """(what to store, direction, whether calling it yields the transform)."""
+        if direction not in (None, "generate", "normalize"):
+            raise ValueError(f"'direction' should be None, 'generate' or 'normalize'. Got {direction!r}.")
+        try:
+            import zuko
+        except ImportError:  # pragma: no cover - zuko is a dependency
+            zuko = None
+        if zuko is not None and isinstance(transform, zuko.flows.Flow):
+            _check_standard_normal(transform)
+            return transform.transform, direction or "normalize", True
+        if zuko is not None and isinstance(transform, zuko.flows.LazyTransform):
+            return transform, direction or "normalize", True
+        if isinstance(transform, torch.distributions.Transform):
+            is_zuko = zuko is not None and isinstance(transform, zuko.transforms.Transform)
+            if is_zuko and direction is None:
+                raise ValueError(
+                    "a zuko transform maps data → noise by zuko's convention, torch's map noise → data: "
+                    "pass direction='normalize' or direction='generate'."
+                )
+            return transform, direction or "generate", False
+        raise TypeError(
+            "'transform' should be a torch.distributions.Transform, a zuko flow or a zuko LazyTransform. "
+            f"Got {type(transform).__name__}."
+        )
+
+    def _current(self) -> torch.distributions.Transform:
+        return self.transform() if self._lazy else self.transform
+
+    @staticmethod
+    def _run(t: torch.distributions.Transform, v: Tensor) -> tuple[Tensor, Tensor]:
+        if hasattr(t, "call_and_ladj"):  # zuko: value and log|det J| in one pass
+            y, ladj = t.call_and_ladj(v)
+        else:
+            y = t(v)
+            ladj = t.log_abs_det_jacobian(v, y)
+        return y, _sum_to_batch(ladj, v)
+
+    def _generate(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """G(z) and log|det ∂G/∂z| for flat ``z`` ``[N, D]``."""
+        t = self._current()
+        return self._run(t if self.direction == "generate" else t.inv, z)
+
+    def _normalize(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """G⁻¹(x) and log|det ∂G⁻¹/∂x| for flat ``x`` ``[N, D]``."""
+        t = self._current()
+        return self._run(t.inv if self.direction == "generate" else t, x)
+
+    def _check_latent(self, z: Tensor) -> None:
+        # shape and type only: samplers evaluate G on diverging (non-finite) trajectories on purpose
+        if not isinstance(z, Tensor) or z.dim() < 1 or z.shape[-1] != self.dim:
+            shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(f"{type(self).__name__} expects z of shape [..., {self.dim}]. Got {shape}.")
+
+    def forward(self, z: Tensor) -> Tensor:
+        """G(z): latent ``[..., D]`` → data ``[..., D]``."""
+        return self.forward_and_log_det(z)[0]
+
+    def forward_and_log_det(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """G(z) and log|det ∂G(z)/∂z|."""
+        self._check_latent(z)
+        x, logabsdet = self._generate(z.reshape(-1, self.dim))
+        return x.reshape(z.shape), logabsdet.reshape(z.shape[:-1])
+
+    def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """G⁻¹(x) and log|det ∂G⁻¹(x)/∂x|, shapes ``[..., D]`` and ``[...]``."""
+        check_points(x, self.dim, dtype=self._param_like().dtype)
+        z, logabsdet = self._normalize(x.reshape(-1, self.dim))
+        return z.reshape(x.shape), logabsdet.reshape(x.shape[:-1])
+
+
+def _check_standard_normal(flow: nn.Module) -> None:
+    """A zuko flow's prior should be N(0, I): the base contract fixes η."""
+    try:
+        prior = flow.base()
+        loc, scale = prior.mean, prior.stddev
+    except Exception:  # noqa: BLE001 - an unusual prior: say what we need
+        loc = scale = None
+    if loc is None or not (bool((loc == 0).all()) and bool((scale == 1).all())):
+        raise ValueError("TransformBase needs a zuko flow whose prior is N(0, I) (as zuko's MAF/NSF have).")
+
+
+class RealNVP(TransformBase):
     """RealNVP flow (Dinh et al., 2017, https://arxiv.org/abs/1605.08803) built from nflows couplings.
 
     ``num_layers`` affine coupling layers with alternating masks (even / odd features), each
@@ -149,7 +321,6 @@ class RealNVP(Base):
         scale: str = "exp_tanh",
         scale_bound: float = 3.0,
     ):
-        super().__init__()
         dim = check_positive_int(dim, "dim")
         if dim < 2:
             raise ValueError(f"RealNVP needs 'dim' >= 2 (a coupling layer splits the features). Got {dim}.")
@@ -160,8 +331,7 @@ class RealNVP(Base):
         check_positive_float(scale_bound, "scale_bound")
         if scale not in ("exp_tanh", "sigmoid"):
             raise ValueError(f"'scale' should be 'exp_tanh' or 'sigmoid'. Got {scale!r}.")
-        self.dim = self.latent_dim = dim
-        self._config = dict(
+        config = dict(
             dim=dim,
             hidden_features=hidden_features,
             num_layers=num_layers,
@@ -180,30 +350,28 @@ class RealNVP(Base):
                 layers.append(ExpTanhAffineCoupling(mask, net, scale_bound=scale_bound))
             else:
                 layers.append(AffineCouplingTransform(mask, net))
-        self.transform = CompositeTransform(layers)
+        super().__init__(CompositeTransform(layers), dim, direction="normalize")
+        self._config = config
 
     @property
     def config(self) -> dict:
         return dict(self._config)
+
+    @staticmethod
+    def _adopt(transform: Any, direction: str | None) -> tuple[Any, str, bool]:
+        return transform, "normalize", False  # an nflows transform (data → noise), flipped below
+
+    def _generate(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return self.transform.inverse(z)
+
+    def _normalize(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.transform.forward(x)
 
     def forward(self, z: Tensor) -> Tensor:
         """G(z): latent ``[..., D]`` → data ``[..., D]``."""
         flat = z.reshape(-1, self.dim)
         x, _ = self.transform.inverse(flat)
         return x.reshape(z.shape)
-
-    def forward_and_log_det(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """G(z) and log|det ∂G(z)/∂z|."""
-        flat = z.reshape(-1, self.dim)
-        x, logabsdet = self.transform.inverse(flat)
-        return x.reshape(z.shape), logabsdet.reshape(z.shape[:-1])
-
-    def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """G⁻¹(x) and log|det ∂G⁻¹(x)/∂x|, shapes ``[..., D]`` and ``[...]``."""
-        check_points(x, self.dim, dtype=self._param_like().dtype)
-        flat = x.reshape(-1, self.dim)
-        z, logabsdet = self.transform.forward(flat)
-        return z.reshape(x.shape), logabsdet.reshape(x.shape[:-1])
 
 
 class AffineBase(Base):
