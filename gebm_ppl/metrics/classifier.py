@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .._io import atomic_torch_save
+from .._modes import eval_mode
 
 __all__ = ["CLASSIFIER_VERSION", "ImageClassifier", "default_arch", "load_classifier", "train_classifier"]
 
@@ -99,12 +100,8 @@ class ImageClassifier(nn.Module):
     @torch.no_grad()
     def _batched(self, x, fn, batch: int = 1000) -> np.ndarray:
         x = self._check(x)
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             out = [fn(x[i : i + batch]) for i in range(0, len(x), batch)]
-        finally:
-            self.train(was)
         return torch.cat(out).double().numpy()
 
     def features(self, x) -> np.ndarray:

@@ -45,7 +45,8 @@ def frechet_distance(feat_a, feat_b) -> float:
     values computed with equal sample sizes.
 
     Args:
-        feat_a, feat_b: ``[N_a, F]`` and ``[N_b, F]`` arrays or tensors (N ≥ 2).
+        feat_a: ``[N_a, F]`` array or tensor (N_a ≥ 2).
+        feat_b: ``[N_b, F]`` array or tensor (N_b ≥ 2).
     """
     a, b = _pair(feat_a, feat_b)
     mu = a.mean(0) - b.mean(0)
@@ -102,7 +103,8 @@ def kid(feat_a, feat_b, subsets: int = 10, subset_size: int | None = None, seed:
     spread; for different distributions it matches it).
 
     Args:
-        feat_a, feat_b: ``[N_a, F]`` and ``[N_b, F]`` features.
+        feat_a: ``[N_a, F]`` features.
+        feat_b: ``[N_b, F]`` features.
         subsets: number of blocks B (≥ 2 for a standard error; 1 gives the estimate and NaN).
         subset_size: rows per block (default: all rows, in blocks as equal as possible);
             ``subsets · subset_size`` must not exceed ``min(N_a, N_b)``.
@@ -179,7 +181,8 @@ def mmd(x, y, bandwidth: float | None = None) -> float:
     The estimate can be slightly negative when the distributions are equal.
 
     Args:
-        x, y: ``[N, D]`` and ``[M, D]`` samples (N, M ≥ 2).
+        x: ``[N, D]`` sample (N ≥ 2).
+        y: ``[M, D]`` sample (M ≥ 2).
         bandwidth: σ > 0, or None for the median heuristic.
     """
     x, y = _as_2d(x, "x"), _as_2d(y, "y")
