@@ -1,7 +1,7 @@
 """JAX twin of a trained GEBM: pure functions of a weights pytree, for NumPyro and other JAX code."""
 
 from .bases import AffineSpec, RealNVPSpec
-from .convert import to_jax
+from .convert import converter_for, register_jax, to_jax
 from .energies import EnergyMLPSpec, QuadraticEnergySpec
 from .gebm import (
     GEBMSpec,
@@ -25,6 +25,7 @@ __all__ = [
     "QuadraticEnergySpec",
     "RealNVPSpec",
     "base_log_prob",
+    "converter_for",
     "energy",
     "forward",
     "forward_and_log_det",
@@ -32,6 +33,7 @@ __all__ = [
     "latent_energy",
     "latent_potential",
     "log_prob",
+    "register_jax",
     "to_jax",
     "unnormalized_log_prob",
 ]

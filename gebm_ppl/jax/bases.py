@@ -1,8 +1,10 @@
 """Bases G_θ as pure JAX functions of a weights pytree: the RealNVP flow and the affine (Gaussian) base.
 
-Each base is a static, hashable spec (a NamedTuple) and a params pytree. The functions mirror
-:mod:`gebm_ppl.bases`: ``forward(z)`` = G(z), ``forward_and_log_det(z)``, ``inverse(x) -> (z, logabsdet)``
-with logabsdet = log|det ∂G⁻¹(x)/∂x|, and ``log_prob(x)`` = log η(G⁻¹(x)) + logabsdet.
+Each base is a static, hashable spec (a NamedTuple) and a params pytree; the spec carries its own
+functions, as methods of (params, input): ``forward(params, z)`` = G(z), and for density bases
+``forward_and_log_det(params, z)`` and ``inverse(params, x) -> (z, logabsdet)`` with
+logabsdet = log|det ∂G⁻¹(x)/∂x|. The module functions ``base_*`` dispatch to them;
+``base_log_prob(x)`` = log η(G⁻¹(x)) + logabsdet.
 """
 
 from __future__ import annotations
@@ -51,6 +53,24 @@ class RealNVPSpec(NamedTuple):
     scale: str
     scale_bound: float
 
+    @property
+    def latent_dim(self) -> int:
+        return self.dim
+
+    def forward_and_log_det(self, params, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """G(z) and log|det ∂G/∂z|."""
+        check_last_dim(z, self.dim, "z")
+        return _realnvp_generate(self, params, z)
+
+    def forward(self, params, z: jax.Array) -> jax.Array:
+        """G(z), ``[..., D] → [..., D]``."""
+        return self.forward_and_log_det(params, z)[0]
+
+    def inverse(self, params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """G⁻¹(x) and log|det ∂G⁻¹/∂x|."""
+        check_last_dim(x, self.dim, "x")
+        return _realnvp_normalize(self, params, x)
+
 
 class AffineSpec(NamedTuple):
     """Static structure of the affine base G(z) = loc + L z.
@@ -59,6 +79,31 @@ class AffineSpec(NamedTuple):
     """
 
     dim: int
+
+    @property
+    def latent_dim(self) -> int:
+        return self.dim
+
+    def forward_and_log_det(self, params, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """G(z) = loc + L z and log|det L|."""
+        check_last_dim(z, self.dim, "z")
+        tril = params["scale_tril"]
+        x = params["loc"] + z @ tril.T
+        logdet = jnp.sum(jnp.log(jnp.diagonal(tril)))
+        return x, jnp.broadcast_to(logdet, z.shape[:-1])
+
+    def forward(self, params, z: jax.Array) -> jax.Array:
+        """G(z) = loc + L z."""
+        return self.forward_and_log_det(params, z)[0]
+
+    def inverse(self, params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """L⁻¹(x − loc) and −log|det L|."""
+        check_last_dim(x, self.dim, "x")
+        tril = params["scale_tril"]
+        flat = (x - params["loc"]).reshape(-1, self.dim)
+        z = solve_triangular(tril, flat.T, lower=True).T.reshape(x.shape)
+        logdet = -jnp.sum(jnp.log(jnp.diagonal(tril)))
+        return z, jnp.broadcast_to(logdet, x.shape[:-1])
 
 
 def standard_normal_log_prob(z: jax.Array) -> jax.Array:
@@ -105,32 +150,33 @@ def _realnvp_normalize(spec: RealNVPSpec, params, x: jax.Array) -> tuple[jax.Arr
     return x, logdet
 
 
+def _no_density(spec, what: str) -> Exception:
+    from ..bases import DensityNotAvailable
+
+    name = type(spec).__name__.removesuffix("Spec")
+    return DensityNotAvailable(
+        f"the JAX twin of {name} has no {what}: the base is a generator without a density "
+        "(use the latent potential, KALE or samples instead)."
+    )
+
+
 def base_forward_and_log_det(spec, params, z: jax.Array) -> tuple[jax.Array, jax.Array]:
     """G(z) and log|det ∂G(z)/∂z|, shapes ``[..., D]`` and ``[...]`` for z of shape ``[..., d]``."""
-    check_last_dim(z, spec.dim, "z")
-    if isinstance(spec, RealNVPSpec):
-        return _realnvp_generate(spec, params, z)
-    tril = params["scale_tril"]
-    x = params["loc"] + z @ tril.T
-    logdet = jnp.sum(jnp.log(jnp.diagonal(tril)))
-    return x, jnp.broadcast_to(logdet, z.shape[:-1])
+    if not hasattr(spec, "forward_and_log_det"):
+        raise _no_density(spec, "forward_and_log_det")
+    return spec.forward_and_log_det(params, z)
 
 
 def base_forward(spec, params, z: jax.Array) -> jax.Array:
     """The generator G(z): latent ``[..., d]`` → data ``[..., D]``."""
-    return base_forward_and_log_det(spec, params, z)[0]
+    return spec.forward(params, z)
 
 
 def base_inverse(spec, params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """G⁻¹(x) and log|det ∂G⁻¹(x)/∂x|, shapes ``[..., D]`` and ``[...]``."""
-    check_last_dim(x, spec.dim, "x")
-    if isinstance(spec, RealNVPSpec):
-        return _realnvp_normalize(spec, params, x)
-    tril = params["scale_tril"]
-    flat = (x - params["loc"]).reshape(-1, spec.dim)
-    z = solve_triangular(tril, flat.T, lower=True).T.reshape(x.shape)
-    logdet = -jnp.sum(jnp.log(jnp.diagonal(tril)))
-    return z, jnp.broadcast_to(logdet, x.shape[:-1])
+    if not hasattr(spec, "inverse"):
+        raise _no_density(spec, "inverse")
+    return spec.inverse(params, x)
 
 
 def base_log_prob(spec, params, x: jax.Array) -> jax.Array:

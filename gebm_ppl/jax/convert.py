@@ -1,7 +1,27 @@
-"""torch → JAX export of a GEBM: :func:`to_jax` reads the weights into a :class:`JaxGEBM`."""
+"""torch → JAX export of a GEBM: :func:`to_jax` reads the weights into a :class:`JaxGEBM`, through a registry.
+
+Each torch base or energy class has a converter, registered with ``register_jax(TorchClass)(converter)``
+(also usable as a decorator). The signature is::
+
+    converter(module: nn.Module, dtype: type) -> (spec, params)
+
+``module`` is the torch base/energy, already in eval mode; ``dtype`` is ``numpy.float32`` or
+``numpy.float64`` (convert every array to it). ``params`` is a pytree of JAX arrays and ``spec`` a static,
+hashable object (a NamedTuple) carrying the functions of (params, input):
+
+* a base spec: ``dim`` (D), ``latent_dim`` (d), ``forward(params, z) -> x`` (G); density bases add
+  ``inverse(params, x) -> (z, logabsdet)`` and ``forward_and_log_det(params, z) -> (x, logabsdet)``
+  (a spec without ``inverse`` makes ``JaxGEBM.log_prob`` raise :class:`gebm_ppl.DensityNotAvailable`);
+* an energy spec: ``dim`` (D) and ``energy(params, x) -> [...]``.
+
+:func:`to_jax` looks the module's class up along its MRO (a subclass uses its parent's converter
+unless it registers its own) and raises TypeError naming a class without one. Converters raise
+TypeError naming a layer without a JAX twin.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -11,15 +31,64 @@ import torch
 from nflows.transforms import AffineCouplingTransform, CompositeTransform
 from torch import nn
 
+from .._modes import eval_mode
 from ..bases import AffineBase, ExpTanhAffineCoupling, RealNVP
 from ..energies import EnergyMLP, QuadraticEnergy
 from .bases import AffineSpec, CouplingSpec, RealNVPSpec
 from .energies import EnergyMLPSpec, QuadraticEnergySpec
 from .gebm import GEBMSpec, JaxGEBM
 
-__all__ = ["to_jax"]
+__all__ = ["converter_for", "register_jax", "to_jax"]
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+
+Converter = Callable[[nn.Module, type], tuple[Any, Any]]
+JAX_CONVERTERS: dict[type, Converter] = {}
+
+
+def register_jax(torch_cls: type) -> Callable[[Converter], Converter]:
+    """``register_jax(TorchClass)(converter)``: the JAX twin of ``TorchClass`` (signature in the module docstring)."""
+    if not isinstance(torch_cls, type) or not issubclass(torch_cls, nn.Module):
+        raise TypeError(f"register_jax expects an nn.Module subclass. Got {torch_cls!r}.")
+
+    def add(converter: Converter) -> Converter:
+        if not callable(converter):
+            raise TypeError(f"register_jax({torch_cls.__name__}) expects a callable converter. Got {converter!r}.")
+        JAX_CONVERTERS[torch_cls] = converter
+        return converter
+
+    return add
+
+
+def _load_builtin() -> None:
+    """Register the converters of the modules that define JAX twins outside this file (once)."""
+    from ..generators import ConvGenerator, MLPGenerator
+    from ..image_energies import ConvEnergy
+    from . import generators  # its converters, unless it registers them itself
+
+    for cls, fn in (
+        (MLPGenerator, generators.convert_mlp_generator),
+        (ConvGenerator, generators.convert_conv_generator),
+        (ConvEnergy, generators.convert_conv_energy),
+    ):
+        JAX_CONVERTERS.setdefault(cls, fn)
+    try:
+        from .. import nsf  # noqa: F401 - registers the NSF base's twin
+    except ImportError:  # pragma: no cover - zuko missing
+        pass
+
+
+def converter_for(module: nn.Module, part: str = "module") -> Converter:
+    """The registered converter of ``type(module)`` or its nearest registered parent class."""
+    _load_builtin()
+    for cls in type(module).__mro__:
+        if cls in JAX_CONVERTERS:
+            return JAX_CONVERTERS[cls]
+    known = sorted(c.__name__ for c in JAX_CONVERTERS)
+    raise TypeError(
+        f"to_jax does not support the {part} {type(module).__name__}: no JAX twin is registered for it "
+        f"(registered: {', '.join(known)}; add one with gebm_ppl.jax.register_jax)."
+    )
 
 
 def _resolve_dtype(dtype: Any, torch_dtype: torch.dtype) -> type:
@@ -107,45 +176,46 @@ def _realnvp(base: RealNVP, dtype: type) -> tuple[RealNVPSpec, dict]:
     return RealNVPSpec(base.dim, tuple(layers), scale, float(cfg["scale_bound"])), {"layers": weights}
 
 
-def _base(base: nn.Module, dtype: type) -> tuple[RealNVPSpec | AffineSpec, dict]:
-    if type(base) is RealNVP:
-        return _realnvp(base, dtype)
-    if type(base) is AffineBase:
-        params = {"loc": _array(base.loc, dtype), "scale_tril": _array(base.scale_tril, dtype)}
-        return AffineSpec(base.dim), params
-    raise TypeError(
-        f"to_jax does not support the base {type(base).__name__} (supported: RealNVP, AffineBase)."
-    )
+@register_jax(RealNVP)
+def _realnvp_converter(base: RealNVP, dtype: type) -> tuple[RealNVPSpec, dict]:
+    return _realnvp(base, dtype)
 
 
-def _energy(energy: nn.Module, dtype: type) -> tuple[EnergyMLPSpec | QuadraticEnergySpec, dict]:
-    if type(energy) is EnergyMLP:
-        ops, w = _mlp(energy.net, dtype, "EnergyMLP.net")
-        floor = None if energy.floor is None else float(energy.floor)
-        return EnergyMLPSpec(energy.dim, ops, float(energy.lipschitz), floor), {"net": w}
-    if type(energy) is QuadraticEnergy:
-        params = {"center": _array(energy.center, dtype), "factor": _array(energy.factor, dtype)}
-        return QuadraticEnergySpec(energy.dim), params
-    raise TypeError(
-        f"to_jax does not support the energy {type(energy).__name__} (supported: EnergyMLP, QuadraticEnergy)."
-    )
+@register_jax(AffineBase)
+def _affine(base: AffineBase, dtype: type) -> tuple[AffineSpec, dict]:
+    params = {"loc": _array(base.loc, dtype), "scale_tril": _array(base.scale_tril, dtype)}
+    return AffineSpec(base.dim), params
 
 
-def _in_features(spec: EnergyMLPSpec | QuadraticEnergySpec, params: dict) -> int:
+@register_jax(EnergyMLP)
+def _energy_mlp(energy: EnergyMLP, dtype: type) -> tuple[EnergyMLPSpec, dict]:
+    ops, w = _mlp(energy.net, dtype, "EnergyMLP.net")
+    floor = None if energy.floor is None else float(energy.floor)
+    return EnergyMLPSpec(energy.dim, ops, float(energy.lipschitz), floor), {"net": w}
+
+
+@register_jax(QuadraticEnergy)
+def _quadratic(energy: QuadraticEnergy, dtype: type) -> tuple[QuadraticEnergySpec, dict]:
+    params = {"center": _array(energy.center, dtype), "factor": _array(energy.factor, dtype)}
+    return QuadraticEnergySpec(energy.dim), params
+
+
+def _in_features(spec: Any, params: dict) -> int:
     if isinstance(spec, EnergyMLPSpec):
         return int(params["net"][0]["weight"].shape[1])
-    return int(params["center"].shape[0])
+    return int(spec.dim)
 
 
 @torch.no_grad()
 def to_jax(gebm: nn.Module, dtype: str | None = None) -> JaxGEBM:
     """Export a torch :class:`gebm_ppl.GEBM` to a pure-JAX :class:`JaxGEBM` (a copy of its current weights).
 
-    Supported: bases :class:`~gebm_ppl.RealNVP` (scales ``"exp_tanh"`` and ``"sigmoid"``) and
-    :class:`~gebm_ppl.AffineBase`; energies :class:`~gebm_ppl.EnergyMLP` (every activation, the
-    Lipschitz multiplier and the smooth floor; spectral normalisation folded into the weights, read
-    in eval mode so that no power iteration runs) and :class:`~gebm_ppl.QuadraticEnergy`; and c.
-    The JAX functions then never call torch.
+    Every class registered with :func:`register_jax`: bases :class:`~gebm_ppl.RealNVP` (scales
+    ``"exp_tanh"`` and ``"sigmoid"``), :class:`~gebm_ppl.AffineBase`, :class:`~gebm_ppl.NSF`,
+    :class:`~gebm_ppl.MLPGenerator`, :class:`~gebm_ppl.ConvGenerator`; energies :class:`~gebm_ppl.EnergyMLP`
+    (every activation, the Lipschitz multiplier and the smooth floor; spectral normalisation folded into
+    the weights, read in eval mode so that no power iteration runs), :class:`~gebm_ppl.QuadraticEnergy`,
+    :class:`~gebm_ppl.ConvEnergy`; and c. The JAX functions then never call torch.
 
     Precision: ``dtype=None`` follows the GEBM's dtype where JAX can: a float64 GEBM stays float64
     only if the user has switched on ``jax_enable_x64``; otherwise it becomes float32, as JAX itself
@@ -174,14 +244,12 @@ def to_jax(gebm: nn.Module, dtype: str | None = None) -> JaxGEBM:
     if not isinstance(gebm, nn.Module) or not hasattr(gebm, "base") or not hasattr(gebm, "energy"):
         raise TypeError(f"'gebm' should be a gebm_ppl.GEBM. Got {type(gebm).__name__}.")
     np_dtype = _resolve_dtype(dtype, gebm.log_partition.dtype)
-    was_training = gebm.training
-    gebm.eval()
-    try:
-        base_spec, base_params = _base(gebm.base, np_dtype)
-        energy_spec, energy_params = _energy(gebm.energy, np_dtype)
+    base_converter = converter_for(gebm.base, "base")
+    energy_converter = converter_for(gebm.energy, "energy")
+    with eval_mode(gebm):
+        base_spec, base_params = base_converter(gebm.base, np_dtype)
+        energy_spec, energy_params = energy_converter(gebm.energy, np_dtype)
         log_partition = _array(gebm.log_partition, np_dtype)
-    finally:
-        gebm.train(was_training)
     in_features = _in_features(energy_spec, energy_params)
     if base_spec.dim != energy_spec.dim or in_features != base_spec.dim:
         raise ValueError(

@@ -11,7 +11,8 @@ leaves, the spec its static part) with the same functions as methods.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import warnings
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,10 +36,10 @@ __all__ = [
 
 
 class GEBMSpec(NamedTuple):
-    """Static (hashable) structure of a GEBM: the base spec and the energy spec."""
+    """Static (hashable) structure of a GEBM: the base spec and the energy spec (see :mod:`gebm_ppl.jax.convert`)."""
 
-    base: _bases.RealNVPSpec | _bases.AffineSpec
-    energy: _energies.EnergyMLPSpec | _energies.QuadraticEnergySpec
+    base: Any
+    energy: Any
 
 
 def forward(spec: GEBMSpec, params: dict, z: jax.Array) -> jax.Array:
@@ -118,9 +119,11 @@ class JaxGEBM:
         return JaxGEBM(params, self.spec)
 
     def __repr__(self) -> str:
-        base = "RealNVP" if isinstance(self.spec.base, _bases.RealNVPSpec) else "AffineBase"
-        energy = "EnergyMLP" if isinstance(self.spec.energy, _energies.EnergyMLPSpec) else "QuadraticEnergy"
-        return f"JaxGEBM(base={base}, energy={energy}, dim={self.dim}, dtype={self.dtype})"
+        base, energy = _spec_name(self.spec.base), _spec_name(self.spec.energy)
+        return (
+            f"JaxGEBM(base={base}, energy={energy}, dim={self.dim}, latent_dim={self.latent_dim}, "
+            f"dtype={self.dtype})"
+        )
 
     @property
     def dim(self) -> int:
@@ -130,7 +133,12 @@ class JaxGEBM:
     @property
     def latent_dim(self) -> int:
         """d, the latent dimension."""
-        return self.spec.base.dim
+        return self.spec.base.latent_dim
+
+    @property
+    def has_density(self) -> bool:
+        """Whether the base has a density (its spec has an ``inverse``)."""
+        return hasattr(self.spec.base, "inverse")
 
     @property
     def dtype(self) -> jnp.dtype:
@@ -180,10 +188,23 @@ class JaxGEBM:
         """log q(x) = log g_θ(x) − E(x) − A, ``[..., D] → [...]``."""
         return log_prob(self.spec, self.params, x, log_partition)
 
-    def sample_latent(self, key: jax.Array, n: int) -> jax.Array:
-        """``[n, d]`` draws from η = N(0, I) in the params' dtype."""
+    def sample_prior(self, key: jax.Array, n: int) -> jax.Array:
+        """``[n, d]`` draws from the prior η = N(0, I_d) in the params' dtype."""
         return jax.random.normal(key, (n, self.latent_dim), self.dtype)
+
+    def sample_latent(self, key: jax.Array, n: int) -> jax.Array:
+        """Deprecated alias of :meth:`sample_prior`."""
+        warnings.warn("JaxGEBM.sample_latent is deprecated: use sample_prior.", DeprecationWarning, stacklevel=2)
+        return self.sample_prior(key, n)
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:
         """``[n, D]`` draws from the base, G_θ(z) with z ~ η."""
-        return self.forward(self.sample_latent(key, n))
+        return self.forward(self.sample_prior(key, n))
+
+
+_SPEC_NAMES = {"AffineSpec": "AffineBase"}
+
+
+def _spec_name(spec: Any) -> str:
+    name = type(spec).__name__
+    return _SPEC_NAMES.get(name, name.removesuffix("Spec"))
