@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 import gebm_ppl as gp
-from gebm_ppl.evaluation import evaluate_gebm, verdict
+from gebm_ppl.evaluation import evaluate_gebm
+from gebm_ppl.units import verdict
 
 
 def main() -> None:
@@ -52,7 +53,7 @@ def main() -> None:
     ev = evaluate_gebm(gebm, data.test, num_samples=10_000 if quick else 100_000)
     print(f"test NLL: base {ev.base_nll:.3f} ± {ev.base_nll_stderr:.3f}, GEBM {ev.nll:.3f} ± {ev.nll_stderr:.3f}, "
           f"KALE bound {ev.nll_bound:.3f}; Δ NLL = GEBM − base {ev.delta_nll:.3f} ± {ev.delta_nll_stderr:.3f}")
-    print(verdict(ev.delta_nll, ev.delta_nll_stderr))
+    print(verdict(ev.nll_per_example - ev.base_nll_per_example))
     # --8<-- [end:fit]
 
     # --8<-- [start:sample]

@@ -156,6 +156,12 @@ def _run_evaluate(args, run) -> int:
             partition,
             ess,
         ]))
+        orig = res.get("original_units")
+        if orig:
+            shift = _fmt(orig["log_abs_det_whitening"])
+            print(f"In the data's own units (NLL - log|det W| of the whitening, {shift}): "
+                  f"base {_fmt(orig['base_nll'])}, GEBM {_fmt(orig['nll'])}, KALE bound {_fmt(orig['nll_bound'])} "
+                  "nats per example")
         print(f"Verdict: {res['verdict']}")
     else:
         print(f"{res['dataset']}, {args.split} split ({res['num_examples']} examples): the base {base_name} has no "
@@ -231,18 +237,15 @@ def _run_sample(args, prepared) -> int:
 def _in_data_units(idata, reference, metadata: dict):
     """The draws and held-out points mapped back through the inverse whitening, with the data's column names
     (None when the run's data were not whitened)."""
-    from .runs.samples import unwhiten
+    from . import units
+    from .runs.samples import whitened
 
-    columns = (metadata.get("preprocessing") or {}).get("columns")
-    x = idata.posterior["x"]
-    x_orig = unwhiten(x.values.astype("float64"), metadata)
-    if x_orig is None:
+    if not whitened(metadata):
         return None
-    ref_orig = unwhiten(reference.astype("float64"), metadata)
-    labels = [str(c) for c in columns] if columns and len(columns) == x.shape[-1] else None
+    x = idata.posterior["x"]
     copy = idata.copy()
-    copy.posterior["x"] = x.copy(data=x_orig)
-    return copy, ref_orig, labels
+    copy.posterior["x"] = x.copy(data=units.to_original(x.values, metadata))
+    return copy, units.to_original(reference, metadata), [str(c) for c in units.column_names(metadata)]
 
 
 def _prepare_diagnose(args):

@@ -17,7 +17,7 @@ from ._modes import eval_mode
 from ._validation import check_points, check_positive_int
 from .kale import estimate_log_partition, kale_from_log_partition, kale_nll_bound
 
-__all__ = ["GEBMEvaluation", "evaluate_gebm", "low_ess_warning", "paired_difference", "stderr", "verdict"]
+__all__ = ["GEBMEvaluation", "evaluate_gebm", "low_ess_warning", "paired_difference", "stderr"]
 
 
 class GEBMEvaluation(NamedTuple):
@@ -88,19 +88,13 @@ def stderr(values: np.ndarray) -> float:
 def paired_difference(nll: np.ndarray, reference_nll: np.ndarray, extra_stderr: float = 0.0) -> tuple[float, float]:
     """Δ NLL = mean_j (nll_j − reference_j) and its standard error sqrt(se(d)² + extra_stderr²).
 
-    ``extra_stderr`` is an error that shifts every example alike (se(Â) for a GEBM's NLL).
+    The per-example statistics are :func:`gebm_ppl.units.paired_difference`'s; ``extra_stderr`` is an
+    error that shifts every example alike (se(Â) for a GEBM's NLL).
     """
-    d = np.asarray(nll, dtype=np.float64) - np.asarray(reference_nll, dtype=np.float64)
-    return float(d.mean()), math.sqrt(stderr(d) ** 2 + float(extra_stderr) ** 2)
+    from .units import paired_difference as paired
 
-
-def verdict(delta: float | None, se: float | None, model: str = "the GEBM", reference: str = "its base") -> str:
-    """One line: "the GEBM is better than its base by 0.120 ± 0.030 nats (paired, 4.0 se)" (Δ = model − reference)."""
-    if delta is None or se is None or not math.isfinite(delta):
-        return f"{model} cannot be compared with {reference} here (no NLL)."
-    word = "better" if delta < 0 else "worse"
-    ratio = f"{abs(delta) / se:.1f} se" if math.isfinite(se) and se > 0 else "se n/a"
-    return f"{model} is {word} than {reference} by {abs(delta):.3f} ± {se:.3f} nats (paired, {ratio})."
+    mean, se, _ = paired(np.asarray(nll, dtype=np.float64) - np.asarray(reference_nll, dtype=np.float64))
+    return mean, math.sqrt(se**2 + float(extra_stderr) ** 2)
 
 
 def low_ess_warning(ev: GEBMEvaluation, fraction: float = 0.01) -> str | None:

@@ -339,7 +339,8 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, monkeypatch, capsys):
         assert message in err, (argv, err)
         assert err.startswith(f"gebm {argv[0]}: error: ") and "Traceback" not in err
     # argparse's own usage errors: exit code 2 and its usage line
-    for argv in (["fit", "red-wine"], ["sample", "x", "-n", "0"], ["sample", "x", "--method", "frobnicate"], ["frobnicate"]):
+    for argv in (["fit", "red-wine"], ["sample", "x", "-n", "0"], ["sample", "x", "--method", "frobnicate"],
+                 ["frobnicate"]):
         assert main(argv) == EXIT_USAGE
         assert "usage: gebm" in capsys.readouterr().err
 
@@ -438,11 +439,22 @@ def test_config_names_classes_and_a_generator_base_is_trained_adversarially(tmp_
     assert not (tmp_path / "b").exists()
 
 
-def test_evaluate_verdict_and_sign_convention(fitted):
+def test_evaluate_verdict_sign_convention_and_original_units(fitted):
     code, out, err = run_cli("evaluate", fitted, "--num-samples", 3000)
     assert code == EXIT_OK, err
     res = json.loads((fitted / "evaluation-test.json").read_text())
-    assert res["delta_nll"] == pytest.approx(res["nll"] - res["base_nll"], abs=1e-9)  # GEBM − base
-    word = "better" if res["delta_nll"] < 0 else "worse"
-    assert f"Verdict: the GEBM is {word} than its base by {abs(res['delta_nll']):.3f} ± " in out
-    assert "(paired, " in out and "Delta NLL = GEBM - base" in out
+    assert res["delta_nll"] == pytest.approx(res["nll"] - res["base_nll"], abs=1e-9)  # GEBM − base: < 0 is better
+    if abs(res["delta_nll"]) >= 2 * res["delta_nll_stderr"]:
+        word = "better" if res["delta_nll"] < 0 else "worse"
+        assert f"Verdict: the GEBM is {word} than its base by {abs(res['delta_nll']):.3f} ± " in out
+    else:
+        assert "Verdict: no clear difference between the GEBM and its base" in out
+    assert "(paired over 159 rows" in out and "Delta NLL = GEBM - base" in out
+    # NLL in the data's units: the density of x is that of x_white times |det W|
+    white = gp.data.load("red-wine", seed=1).metadata["preprocessing"]["whitening"]
+    log_det = float(np.linalg.slogdet(np.array(white["matrix"]))[1])
+    orig = res["original_units"]
+    assert orig["log_abs_det_whitening"] == pytest.approx(log_det, rel=1e-9)
+    for key in ("base_nll", "nll", "nll_bound"):
+        assert orig[key] == pytest.approx(res[key] - log_det, rel=1e-9)
+    assert "In the data's own units" in out

@@ -541,7 +541,8 @@ def cli_files(tmp_path, monkeypatch):
 CLI = [  # (input class, argv with {t} for the temporary folder, message)
     ("NaN/inf", ["fit", "{t}/nan.csv", "--out", "{t}/r"], "has 1 rows with missing, NaN or inf values"),
     ("empty", ["fit", "{t}/empty.csv", "--out", "{t}/r"], "the file is empty"),
-    ("zero/negative count", ["fit", "{t}/few.csv", "--out", "{t}/r"], "5 rows split into 5 training, 0 validation and 0 test rows"),
+    ("zero/negative count", ["fit", "{t}/few.csv", "--out", "{t}/r"],
+     "5 rows split into 5 training, 0 validation and 0 test rows"),
     ("wrong shape", ["fit", "{t}/one.csv", "--out", "{t}/r"], "has 1 column(s) after selection"),
     ("wrong shape", ["fit", "{t}/cube.npy", "--out", "{t}/r"], "expected a 2-D real numeric array"),
     ("missing file", ["fit", "{t}/absent.csv", "--out", "{t}/r"], "is neither a known dataset"),

@@ -284,7 +284,9 @@ def _check_type(section: str, key: str, value: object, param: inspect.Parameter)
     for kind, ok in kinds.items():
         if isinstance(default, kind):
             if not isinstance(value, ok) or (kind is not bool and isinstance(value, bool)):
-                raise TypeError(f"[{section}] {key!r} should be {'an' if kind is int else 'a'} {kind.__name__}, like its default {default!r}. "
+                article = "an" if kind is int else "a"
+                raise TypeError(f"[{section}] {key!r} should be {article} {kind.__name__}, like its default "
+                                f"{default!r}. "
                                 f"Got {value!r}.")
             return
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ..evaluation import evaluate_gebm, low_ess_warning, verdict
+from .. import units
+from ..evaluation import evaluate_gebm, low_ess_warning
 from .files import Run, load_run, write_json
 
 __all__ = ["SPLITS", "evaluate_run"]
@@ -21,8 +22,11 @@ def evaluate_run(
     ``run_dir`` is a run folder or its :class:`~gebm_ppl.runs.Run`. Writes ``evaluation-<split>.json`` in
     the run directory and returns its contents: the :class:`~gebm_ppl.evaluation.GEBMEvaluation` fields
     (Δ NLL = GEBM − base: negative is better) plus ``split``, ``dataset``, ``nll_units`` (nats per
-    example in the model's whitened space), ``has_density``, ``verdict`` (one line) and ``warning``
-    (None, or why Â is unreliable). For a base without a density the NLL fields are None.
+    example in the model's whitened space), ``original_units`` (``base_nll``, ``nll``, ``nll_bound`` in
+    the data's own units, NLL − log|det W| for the whitening x_white = (x − mean) W; None when the data
+    were not whitened), ``has_density``, ``verdict`` (one line, :func:`gebm_ppl.units.verdict` on the
+    per-example differences) and ``warning`` (None, or why Â is unreliable). For a base without a
+    density the NLL fields are None.
     """
     if split not in SPLITS:
         raise ValueError(f"'split' should be one of {list(SPLITS)}. Got {split!r}.")
@@ -31,8 +35,15 @@ def evaluate_run(
     ev = evaluate_gebm(run.gebm, x, num_samples=num_samples, seed=seed)
     out = {"split": split, "dataset": run.info.get("dataset", {}).get("name"),
            "nll_units": "nats per example, whitened space", "seed": int(seed), **ev.to_dict(),
-           "has_density": ev.has_density,
-           "verdict": verdict(ev.delta_nll, ev.delta_nll_stderr) if ev.has_density else None,
-           "warning": low_ess_warning(ev)}
+           "has_density": ev.has_density, "verdict": None, "original_units": None, "warning": low_ess_warning(ev)}
+    if ev.has_density:
+        out["verdict"] = units.verdict(ev.nll_per_example - ev.base_nll_per_example)
+        try:  # NLL_original = NLL_whitened − log|det W| (the same shift for every NLL: Δ is unchanged)
+            shift = units.log_abs_det(run.data.metadata)
+        except ValueError:  # the data were not whitened: the NLLs are in the data's units already
+            shift = None
+        if shift is not None:
+            out["original_units"] = {"log_abs_det_whitening": shift,
+                                     **{k: out[k] - shift for k in ("base_nll", "nll", "nll_bound")}}
     write_json(run.path / f"evaluation-{split}.json", out)
     return out

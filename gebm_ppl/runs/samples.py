@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, units
 from .._io import atomic_open
 from .files import Run, load_run
 
-__all__ = ["SampleFiles", "default_backend", "read_samples", "sample_run"]
+__all__ = ["SampleFiles", "default_backend", "read_samples", "sample_run", "whitened"]
 
 
 def default_backend(method: str = "nuts") -> str:
@@ -46,13 +46,13 @@ class SampleFiles:
     netcdf: Path
 
 
-def unwhiten(x: np.ndarray, metadata: dict) -> np.ndarray | None:
-    """x_original = x W⁻¹ + mean, undoing the whitening x = (x_original − mean) W of the data (None if not whitened)."""
-    white = (metadata.get("preprocessing") or {}).get("whitening")
-    if not white or "mean" not in white or "matrix" not in white:
-        return None
-    mean, matrix = np.asarray(white["mean"]), np.asarray(white["matrix"])
-    return np.linalg.solve(matrix.T, x.reshape(-1, x.shape[-1]).T).T.reshape(x.shape) + mean
+def whitened(metadata: dict) -> bool:
+    """Whether the data were whitened by gebm_ppl (so :func:`gebm_ppl.units.to_original` maps back)."""
+    try:
+        units.whitening(metadata)
+    except (ValueError, TypeError, KeyError):
+        return False
+    return True
 
 
 def _attr(v):
@@ -129,9 +129,8 @@ def sample_run(
             if hasattr(idata, group):
                 for name, var in getattr(idata, group).data_vars.items():
                     h5.create_dataset(f"{group}/{name}", data=np.asarray(var.values))
-        x_orig = unwhiten(np.asarray(idata.posterior["x"].values, dtype=np.float64), run.data.metadata)
-        if x_orig is not None:
-            h5.create_dataset("x_original", data=x_orig)
+        if whitened(run.data.metadata):
+            h5.create_dataset("x_original", data=units.to_original(idata.posterior["x"].values, run.data.metadata))
             columns = (run.data.metadata.get("preprocessing") or {}).get("columns")
             if columns:
                 h5["x_original"].attrs["columns"] = [str(c) for c in columns]
