@@ -1,8 +1,9 @@
 """Sampling speed on trained UCI GEBMs: Pyro NUTS, NumPyro NUTS, ULA and kinetic Langevin, side by side.
 
 For each dataset (default red-wine and white-wine) a GEBM is loaded (``--checkpoint``) or taken from
-the cache ``results/sampling_speed/<dataset>-seed<seed>.pt``, else trained there and then (RealNVP by
-MLE, then a KALE energy on the frozen base; architectures from ``models/uci/<dataset>.toml``, short
+the cache ``results/sampling_speed/<dataset>-seed<seed>.pt``, else trained there and then by ``gebm fit``'s pipeline
+(:func:`gebm_ppl.runs.fit_run` into ``results/sampling_speed/<dataset>-seed<seed>/``: RealNVP by MLE,
+then a KALE energy on the frozen base; the configuration ``models/uci/<dataset>.toml`` with short
 training budgets by default). All samplers then target the latent posterior
 ν(z) ∝ N(z; 0, I)·exp(−E(G_θ(z))) of the same GEBM with the same number of chains, through
 :func:`gebm_ppl.sample_latent`.
@@ -23,6 +24,9 @@ Usage::
     python benchmarks/sampling_speed.py --samples 2000 --warmup 1000 --pyro-samples 500 --pyro-warmup 500
     python benchmarks/sampling_speed.py --chain-method parallel   # one XLA host device per chain
     python benchmarks/sampling_speed.py --compilation-cache /tmp/jax-cache   # twice: warm compilation
+
+At about 340 lines this module is one command: its options, the runs of each sampler and the
+report (the measures are in ``sampling_measures.py``, the training in :func:`gebm_ppl.runs.fit_run`).
 
 Threads: torch and XLA run single-threaded by default (``--threads``), so that the comparison is
 one core against one core; timings on a shared machine are noisy.
