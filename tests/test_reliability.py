@@ -327,7 +327,7 @@ def test_resume_refuses_another_kind_of_run(tmp_path):
 # ------------------------------------------------------------------------------------------ samplers
 SAMPLER_KW = dict(num_samples=3, warmup_steps=2, num_chains=2)
 SAMPLER_BOTH = [  # (input class, kwargs, exception, message)
-    ("unknown name", dict(method="mala"), ValueError, "unknown method 'mala': expected one of"),
+    ("unknown name", dict(method="frobnicate"), ValueError, "unknown method 'frobnicate': expected one of"),
     ("zero/negative count", dict(num_samples=0), ValueError, "'num_samples' should be an integer >= 1. Got 0"),
     ("zero/negative count", dict(num_chains=0), ValueError, "'num_chains' should be an integer >= 1"),
     ("zero/negative count", dict(warmup_steps=-1), ValueError, "'warmup_steps' should be an integer >= 0"),
@@ -345,13 +345,13 @@ SAMPLER_BOTH = [  # (input class, kwargs, exception, message)
 ]
 SAMPLER_PYRO = [
     ("unknown name", dict(backend="stan"), ValueError, "unknown backend 'stan'"),
-    ("zero/negative rate", dict(method="ula", step_size=-0.1), ValueError, "'step_size' should be a positive"),
+    ("zero/negative rate", dict(method="ula", step_size=-0.1), ValueError, "'step_size' should be a number > 0"),
     ("NaN/inf", dict(method="kinetic", step_size=NAN), ValueError, "'step_size'"),
     ("zero/negative rate", dict(method="kinetic", friction=0.0), ValueError, "'friction'"),
-    ("zero/negative count", dict(method="ula", thin=0), ValueError, "'thin' should be a positive integer"),
+    ("zero/negative count", dict(method="ula", thin=0), ValueError, "'thin' should be an integer >= 1"),
     ("zero/negative count", dict(method="sir", num_proposals=0), ValueError, "'num_proposals'"),
     ("unknown name", dict(method="imh", step_size=0.1), TypeError, r"unknown keyword argument\(s\) \['step_size'\]"),
-    ("unknown name", dict(backend="numpyro", method="ula"), ValueError, "not available with backend 'numpyro'"),
+    ("unknown name", dict(backend="numpyro", method="sir"), ValueError, "not available with backend 'numpyro'"),
 ]
 
 
@@ -604,7 +604,8 @@ def test_python_m_gebm_ppl_exit_code_and_message(cli_files):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"gebm fit: error: {str(cli_files / 'nan.csv')!r} has 1 rows with missing, NaN or inf values "
-        "(first data rows: [6]); remove or impute them first."
+        "(first data rows: [6]; data rows count from 1, the header not counted; in columns ['b']); "
+        "remove or impute them first."
     )
     assert proc.stdout == "" and not (cli_files / "r").exists()
 
@@ -624,7 +625,7 @@ BENCH = [
     ("unknown name", ["--datasets", "no-such-set"], SystemExit, "unknown datasets: no-such-set. Known: red-wine"),
     ("unknown name", ["--methods", "realnvp,glow"], SystemExit, "unknown methods: glow. Known: realnvp"),
     ("zero/negative count", ["--seeds", "0"], ValueError, "--seeds should be a count >= 1"),
-    ("wrong format", ["--set", "kale.epochs"], ValueError, "--set expects key=value"),
+    ("wrong format", ["--set", "kale.epochs"], ValueError, "should read SECTION.KEY=VALUE (key=value"),
     ("missing file", ["--config-dir", "{t}/nowhere"], FileNotFoundError, "no benchmark configuration"),
     ("wrong type", ["--epochs", "many"], SystemExit, None),  # argparse: exit status 2 and its usage line
     ("wrong type", ["--seeds", "three"], ValueError, "--seeds"),
