@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from .bases import AffineBase, Base, DensityNotAvailable, RealNVP, register_base
+from .bases import AffineBase, Base, DensityNotAvailable, RealNVP, TransformBase, register_base
 from .distribution import GEBMDistribution
 from .energies import EnergyMLP, QuadraticEnergy, gradient_penalty, register_energy
 from .gebm import GEBM
@@ -36,6 +36,7 @@ _LAZY = {
     "GEBMReparam": "gebm_ppl.reparam",
     "from_pyro": "gebm_ppl.reparam",
     "to_jax": "gebm_ppl.jax",
+    "NSF": "gebm_ppl.nsf",
     "evaluate_gebm": "gebm_ppl.evaluation",
 }
 _LAZY_MODULES = {
@@ -55,6 +56,8 @@ _LAZY_MODULES = {
 }
 
 __all__ = [
+    "NSF",
+    "TransformBase",
     "AffineBase",
     "Base",
     "ConvEnergy",

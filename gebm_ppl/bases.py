@@ -23,6 +23,7 @@ nflows transforms also map data → noise; that flip (G = ``transform.inverse``)
 from __future__ import annotations
 
 import abc
+import importlib
 import math
 import warnings
 from typing import Any
@@ -429,7 +430,31 @@ class AffineBase(Base):
         return z, logabsdet.expand(x.shape[:-1])
 
 
-BASES: dict[str, type[Base]] = {"RealNVP": RealNVP, "AffineBase": AffineBase}
+class _Registry(dict):
+    """Name → class; names of bases defined in optional modules import their module on first lookup."""
+
+    _LAZY = {"NSF": "gebm_ppl.nsf"}
+
+    def _load(self, key: object) -> bool:
+        module = self._LAZY.get(key) if isinstance(key, str) else None
+        if module is None or dict.__contains__(self, key):
+            return dict.__contains__(self, key)
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return False
+        return dict.__contains__(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return self._load(key)
+
+    def __missing__(self, key: object):
+        if self._load(key):
+            return dict.__getitem__(self, key)
+        raise KeyError(key)
+
+
+BASES: dict[str, type[Base]] = _Registry({"RealNVP": RealNVP, "AffineBase": AffineBase})
 
 
 def register_base(cls: type[Base]) -> type[Base]:
