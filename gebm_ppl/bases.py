@@ -189,7 +189,8 @@ class TransformBase(Base):
       zuko ``LazyTransform``: these map data → noise, so by default G = T⁻¹. Their parameters are
       parameters of the base (trained by :func:`gebm_ppl.fit_mle` / :func:`gebm_ppl.fit_kale`).
 
-    ``direction`` overrides the default: ``"generate"`` (T maps z → x) or ``"normalize"`` (T maps x → z).
+    ``direction`` overrides the default: ``"generate"`` (T maps z → x) or ``"normalize"`` (T maps x → z);
+    pass ``direction="normalize"`` for an already built zuko transform (``flow.transform()``), which maps x → z.
     A plain torch transform has no parameters; its tensors do not follow ``.to()``. The base has no
     ``config`` (checkpoints need a subclass that defines one, such as :class:`RealNVP` or :class:`gebm_ppl.NSF`).
 
@@ -223,13 +224,7 @@ class TransformBase(Base):
             return transform.transform, direction or "normalize", True
         if zuko is not None and isinstance(transform, zuko.flows.LazyTransform):
             return transform, direction or "normalize", True
-        if isinstance(transform, torch.distributions.Transform):
-            is_zuko = zuko is not None and isinstance(transform, zuko.transforms.Transform)
-            if is_zuko and direction is None:
-                raise ValueError(
-                    "a zuko transform maps data → noise by zuko's convention, torch's map noise → data: "
-                    "pass direction='normalize' or direction='generate'."
-                )
+        if isinstance(transform, torch.distributions.Transform):  # a built zuko transform too: say direction
             return transform, direction or "generate", False
         raise TypeError(
             "'transform' should be a torch.distributions.Transform, a zuko flow or a zuko LazyTransform. "
