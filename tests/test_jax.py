@@ -254,3 +254,115 @@ def test_mismatched_dims():
     for fn in (jg.forward, jg.log_prob, jg.energy, jg.latent_potential, jg.inverse):
         with pytest.raises(ValueError, match=r"shape \[\.\.\., 3\]"):
             fn(jnp.zeros((5, 2)))
+
+
+# ------------------------------------------------------------------ the registry
+def _bases():
+    return {
+        gp.RealNVP: lambda: gp.RealNVP(4, hidden_features=8, num_layers=2),
+        gp.AffineBase: lambda: gp.AffineBase(4),
+        gp.NSF: lambda: gp.NSF(4, transforms=2, hidden_features=(8,), bins=4),
+        gp.MLPGenerator: lambda: gp.MLPGenerator(2, 16, hidden=(8,), output="identity"),
+        gp.ConvGenerator: lambda: gp.ConvGenerator(2, (1, 4, 4), channels=(4, 4, 4)),
+    }
+
+
+def _energies():
+    return {
+        gp.EnergyMLP: lambda d: gp.EnergyMLP(d, hidden=(8,), floor=-3.0),
+        gp.QuadraticEnergy: lambda d: gp.QuadraticEnergy(d),
+        gp.ConvEnergy: lambda d: gp.ConvEnergy((1, 4, 4), channels=(4, 4)),
+    }
+
+
+_PAIRS = [(b, e) for b in _bases() for e in _energies() if e is not gp.ConvEnergy or _bases()[b]().dim == 16]
+
+
+def test_every_registered_class_has_an_equivalence_test():
+    from gebm_ppl.jax.convert import JAX_CONVERTERS, converter_for
+
+    converter_for(gp.AffineBase(2))  # loads the converters defined in other modules
+    builtin = {c for c in JAX_CONVERTERS if c.__module__.startswith("gebm_ppl")}
+    assert builtin == set(_bases()) | set(_energies())
+
+
+@pytest.mark.parametrize(("base_cls", "energy_cls"), _PAIRS, ids=[f"{b.__name__}-{e.__name__}" for b, e in _PAIRS])
+def test_registered_twins_match_torch(base_cls, energy_cls):
+    torch.manual_seed(0)
+    base = _bases()[base_cls]()
+    energy = _energies()[energy_cls](base.dim)
+    _randomise_all(base, energy)
+    gebm = gp.GEBM(base, energy).eval()
+    jg = gp.to_jax(gebm)
+    assert (jg.dim, jg.latent_dim, jg.has_density) == (base.dim, base.latent_dim, base.has_density)
+    assert base_cls.__name__ in repr(jg) and f"latent_dim={base.latent_dim}" in repr(jg)
+    g = torch.Generator().manual_seed(1)
+    z, x = torch.randn(7, base.latent_dim, generator=g), torch.randn(7, base.dim, generator=g)
+    tol = dict(rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        np.testing.assert_allclose(jg.forward(jnp.asarray(z.numpy())), base(z).numpy(), **tol)
+        np.testing.assert_allclose(jg.energy(jnp.asarray(x.numpy())), energy(x).numpy(), **tol)
+        np.testing.assert_allclose(
+            jg.latent_potential(jnp.asarray(z.numpy())), gebm.latent_potential(z).numpy(), **tol
+        )
+        if base.has_density:
+            zj, ldj = jg.inverse(jnp.asarray(x.numpy()))
+            zt, ldt = base.inverse(x)
+            np.testing.assert_allclose(zj, zt.numpy(), **tol)
+            np.testing.assert_allclose(ldj, ldt.numpy(), **tol)
+            np.testing.assert_allclose(jg.log_prob(jnp.asarray(x.numpy())), gebm.log_prob(x).numpy(), **tol)
+        else:
+            with pytest.raises(gp.DensityNotAvailable, match=base_cls.__name__):
+                jg.log_prob(jnp.asarray(x.numpy()))
+
+
+def _randomise_all(*modules):
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for m in modules:
+            for name, p in m.named_parameters():
+                if "raw_tril" not in name:
+                    p.add_(0.3 * torch.randn(p.shape, generator=g))
+
+
+def test_register_jax_adds_a_twin_and_unregistered_classes_are_named():
+    from gebm_ppl.jax.convert import JAX_CONVERTERS
+
+    class QuarticEnergy(nn.Module):
+        """E(x) = a·Σ x⁴."""
+
+        dim = 2
+
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Parameter(torch.tensor(0.7))
+
+        def forward(self, x):
+            return self.a * (x**4).sum(-1)
+
+    class QuarticSpec(tuple):
+        dim = 2
+
+        def energy(self, params, x):
+            return params["a"] * jnp.sum(x**4, -1)
+
+    gebm = gp.GEBM(gp.AffineBase(2), QuarticEnergy())
+    with pytest.raises(TypeError, match="QuarticEnergy.*register_jax"):
+        gp.to_jax(gebm)
+    gp.jax.register_jax(QuarticEnergy)(lambda e, dtype: (QuarticSpec(), {"a": jnp.asarray(e.a.item(), dtype)}))
+    try:
+        jg = gp.to_jax(gebm)
+        x = torch.randn(3, 2)
+        np.testing.assert_allclose(jg.energy(jnp.asarray(x.numpy())), gebm.energy(x).detach().numpy(), rtol=1e-6)
+    finally:
+        del JAX_CONVERTERS[QuarticEnergy]
+    with pytest.raises(TypeError, match="nn.Module subclass"):
+        gp.jax.register_jax(3)
+
+
+def test_jax_sample_latent_is_a_deprecated_alias():
+    jg = gp.to_jax(gp.GEBM(gp.MLPGenerator(2, 4, hidden=(8,)), gp.EnergyMLP(4, hidden=(8,))))
+    key = jax.random.PRNGKey(0)
+    assert jg.sample_prior(key, 3).shape == (3, 2) and jg.sample(key, 3).shape == (3, 4)
+    with pytest.warns(DeprecationWarning, match="sample_prior"):
+        np.testing.assert_array_equal(jg.sample_latent(key, 3), jg.sample_prior(key, 3))
