@@ -9,6 +9,7 @@ from pyro.distributions import TorchDistribution
 from torch import Tensor
 from torch.distributions import constraints
 
+from ._modes import eval_mode
 from ._validation import check_points, check_positive_int
 
 __all__ = ["GEBMDistribution"]
@@ -108,9 +109,7 @@ class GEBMDistribution(TorchDistribution):
         n = math.prod(shape[:-1])
         k = self.num_proposals
         gebm = self.gebm
-        was_training = gebm.training
-        gebm.eval()
-        try:
+        with eval_mode(gebm):
             per_chunk = max(1, _SIR_CHUNK_ROWS // k)
             out = []
             for start in range(0, n, per_chunk):
@@ -120,6 +119,4 @@ class GEBMDistribution(TorchDistribution):
                 log_w = -gebm.energy(x).reshape(m, k)
                 idx = torch.distributions.Categorical(logits=log_w).sample()
                 out.append(x.reshape(m, k, -1)[torch.arange(m), idx])
-        finally:
-            gebm.train(was_training)
         return torch.cat(out).reshape(shape) if out else torch.empty(shape)

@@ -47,8 +47,8 @@ class GEBM(nn.Module):
             raise ValueError(f"base and energy dimensions differ: base.dim = {base.dim}, energy.dim = {energy.dim}.")
         self.base = base
         self.energy = energy
-        p = next(base.parameters(), None)
-        dtype = p.dtype if p is not None else torch.get_default_dtype()
+        p = base._param_like() if hasattr(base, "_param_like") else next(base.parameters(), None)
+        dtype = p.dtype if p is not None else torch.get_default_dtype()  # a parameter-free Base: its buffer's
         c = check_finite_float(log_partition, "log_partition")
         self.log_partition = nn.Parameter(torch.tensor(c, dtype=dtype))
 
