@@ -35,7 +35,8 @@ from pyro.infer import MCMC, NUTS
 import gebm_ppl as gp
 
 
-def train_prior(data, steps: int, latent_dim: int = 4, seed: int = 0, checkpoint: Path | None = None) -> gp.GEBM:
+def train_prior(data, steps: int, latent_dim: int = 4, seed: int = 0, checkpoint: Path | None = None,
+                burst_steps: int = 100) -> gp.GEBM:
     """An MLP-generator GEBM trained by KALE on ``data.train`` (read from ``checkpoint`` if it exists)."""
     if checkpoint is not None and checkpoint.is_file():
         gebm = gp.GEBM.load(checkpoint)
@@ -45,8 +46,8 @@ def train_prior(data, steps: int, latent_dim: int = 4, seed: int = 0, checkpoint
     dim = int(np.prod(data.image_shape))
     gebm = gp.GEBM(gp.MLPGenerator(latent_dim, dim, hidden=(32,), image_shape=data.image_shape),
                    gp.EnergyMLP(dim, hidden=(64, 64), floor=-10.0))
-    gp.fit_adversarial(gebm, data.train, data.val, objective="kale", steps=steps, batch_size=64, lr=1e-4,
-                       penalty=1.0, burst_every=500, eval_every=max(steps // 2, 1), log_partition_samples=2000,
+    gp.fit_adversarial(gebm, data.train, data.val, objective="kale", steps=steps, batch_size=64, lr=1e-3,
+                       penalty=0.1, burst_steps=burst_steps, burst_every=500, eval_every=max(steps // 2, 1), log_partition_samples=2000,
                        seed=seed, progress=False)
     if checkpoint is not None:
         gebm.save(checkpoint)
@@ -143,14 +144,14 @@ def main() -> None:
     parser.add_argument("--no-numpyro", action="store_true", help="skip the NumPyro run")
     args = parser.parse_args()
     quick = args.quick or os.environ.get("GEBM_QUICK", "") not in ("", "0")
-    steps, draws, warmup = (150, 40, 40) if quick else (1500, 300, 300)
+    steps, burst, draws, warmup = (150, 20, 40, 40) if quick else (1500, 100, 300, 300)
     out = Path(args.out)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     start = time.perf_counter()
 
     data = gp.data.load("digits", seed=0)
     ckpt = out / ("gebm-quick.pt" if quick else "gebm.pt")
-    gebm = train_prior(data, steps, checkpoint=ckpt)
+    gebm = train_prior(data, steps, checkpoint=ckpt, burst_steps=burst)
     gebm.eval()
     print(f"prior: GEBM with an MLP generator (d = {gebm.latent_dim}), checkpoint {ckpt}")
 
