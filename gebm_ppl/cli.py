@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "then download)")
     fit.add_argument("--key", metavar="NAME", help="HDF5 input: the dataset inside the file holding the table")
     fit.add_argument("--columns", type=_names, metavar="A,B,...",
-                     help="file input: the columns to keep, by header name or 0-based index")
+                     help="file input: the columns to keep, by header name or 1-based index (-1 = the last)")
     fit.add_argument("--drop", type=_names, metavar="A,B,...", help="file input: columns to leave out")
     fit.add_argument("--delimiter", metavar="CHAR", help="CSV input: the field delimiter (default: sniffed)")
     fit.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -70,3 +71,13 @@ def assert_moments(samples: Tensor, mean: Tensor, cov: Tensor, mean_tol: float, 
     err_cov = (emp_cov - cov).abs().max().item()
     assert err_mean < mean_tol, f"mean error {err_mean:.4f} >= {mean_tol} (got {emp_mean}, want {mean})"
     assert err_cov < cov_tol, f"covariance error {err_cov:.4f} >= {cov_tol} (got {emp_cov}, want {cov})"
+
+
+RED_WINE = "wine-quality/winequality-red.csv"
+SHARED_UCI = Path(__file__).resolve().parents[2] / "shared" / "data" / "uci"
+
+
+def uci_dir() -> Path:
+    """The folder holding the UCI files: the first entry of $GEBM_DATA_DIR (a path list) with red-wine,
+    else ``../shared/data/uci`` beside the checkout (tests that need the files skip when it is absent)."""
+    return next((d for d in gp.data.data_dirs() if (d / RED_WINE).is_file()), SHARED_UCI)

@@ -19,12 +19,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from common import uci_dir
 
 import gebm_ppl as gp
 from gebm_ppl.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
-UCI = Path(os.environ.get("GEBM_DATA_DIR") or ROOT.parent / "shared" / "data" / "uci")
+UCI = uci_dir()
 HAVE_RED_WINE = (UCI / "wine-quality" / "winequality-red.csv").is_file()
 needs_red_wine = pytest.mark.skipif(not HAVE_RED_WINE, reason=f"red-wine is not in {UCI}")
 

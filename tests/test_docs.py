@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from common import uci_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-UCI = Path(os.environ.get("GEBM_DATA_DIR") or ROOT.parent / "shared" / "data" / "uci")
+UCI = uci_dir()
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 # a ```python block runs unless the line before it is this marker (signature sketches, fragments)
 NOT_RUN = "<!-- not-run -->"

@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from common import uci_dir
 
 import gebm_ppl as gp
 from gebm_ppl.cli import EXIT_USAGE
 from gebm_ppl.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
-UCI = Path(os.environ.get("GEBM_DATA_DIR") or ROOT.parent / "shared" / "data" / "uci")
+UCI = uci_dir()
 RED_WINE = UCI / "wine-quality" / "winequality-red.csv"
 HAS_JAX = importlib.util.find_spec("jax") is not None and importlib.util.find_spec("numpyro") is not None
 needs_red_wine = pytest.mark.skipif(not RED_WINE.is_file(), reason=f"no UCI files in {UCI}")

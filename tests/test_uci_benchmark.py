@@ -5,16 +5,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from common import uci_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-UCI = Path(os.environ.get("GEBM_DATA_DIR") or ROOT.parent / "shared" / "data" / "uci")
+UCI = uci_dir()
 
 
 def _module(name: str):
