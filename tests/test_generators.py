@@ -177,3 +177,18 @@ def test_jax_twins_match_torch(image_shape, batch_norm):
         spec.energy(params, jnp.zeros((2, dim + 1)))
     with pytest.raises(ValueError, match="eval mode"):
         convert_conv_generator(conv.train())
+
+
+@pytest.mark.parametrize("make", [_mlp, lambda: _conv(batch_norm=True)], ids=["mlp", "conv-bn"])
+def test_to_jax_exports_generator_gebms(make):
+    jnp = pytest.importorskip("jax.numpy")
+    gebm = gp.GEBM(make(), gp.ConvEnergy((1, 8, 8), channels=(4, 8)), log_partition=0.2)
+    jg = gp.to_jax(gebm)
+    assert (jg.dim, jg.latent_dim, jg.has_density) == (64, 3, False)
+    z = torch.randn(5, 3)
+    gebm.eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(np.array(jg.latent_potential(jnp.asarray(z.numpy()))),
+                                   gebm.latent_potential(z).numpy(), atol=1e-5)  # fmt: skip
+    with pytest.raises(gp.DensityNotAvailable, match="no inverse"):
+        jg.log_prob(jnp.zeros((2, 64)))
