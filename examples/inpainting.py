@@ -47,7 +47,8 @@ def train_prior(data, steps: int, latent_dim: int = 4, seed: int = 0, checkpoint
     gebm = gp.GEBM(gp.MLPGenerator(latent_dim, dim, hidden=(32,), image_shape=data.image_shape),
                    gp.EnergyMLP(dim, hidden=(64, 64), floor=-10.0))
     gp.fit_adversarial(gebm, data.train, data.val, objective="kale", steps=steps, batch_size=64, lr=1e-3,
-                       penalty=0.1, burst_steps=burst_steps, burst_every=500, eval_every=max(steps // 2, 1), log_partition_samples=2000,
+                       penalty=0.1, burst_steps=burst_steps, burst_every=500,
+                       eval_every=max(steps // 2, 1), log_partition_samples=2000,
                        seed=seed, progress=False)
     if checkpoint is not None:
         gebm.save(checkpoint)
@@ -144,7 +145,7 @@ def main() -> None:
     parser.add_argument("--no-numpyro", action="store_true", help="skip the NumPyro run")
     args = parser.parse_args()
     quick = args.quick or os.environ.get("GEBM_QUICK", "") not in ("", "0")
-    steps, burst, draws, warmup = (150, 20, 40, 40) if quick else (1500, 100, 300, 300)
+    steps, burst, draws, warmup = (100, 10, 20, 20) if quick else (1500, 100, 300, 300)
     out = Path(args.out)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     start = time.perf_counter()
