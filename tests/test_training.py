@@ -245,6 +245,11 @@ def test_kale_with_a_generator_base_monitors_the_kale_value():
     assert history.monitor == "kale_val" and history.mode == "max"
     assert "val_nll" not in history.last
     assert history.best_value == max(history.series("kale_val")) > 0.05
+    # training the generator too: KALE is minimised over the base, so no direction of kale_val is "best";
+    # nothing is monitored and the final weights are kept (not the max-KALE ones)
+    joint = gp.fit_kale(gebm, x[:200], x[200:], train_base=True, n_energy_steps=2, warmup_energy_steps=0, **kw)
+    assert joint.monitor is None and joint.stop_reason != "patience"
+    assert len(joint.records) == kw["epochs"]
 
 
 @pytest.mark.parametrize("factor, scale", [(1e3, 1e-6), (1e-2, 0.5)])

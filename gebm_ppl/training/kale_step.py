@@ -142,7 +142,13 @@ class KaleStep:
             raise ValueError("train_base=True but 'gebm.base' has no trainable parameters.")
         self.device = self.c.device
         self.density = x_val is not None and has_density(self.base, x_val)
-        self.monitor = None if x_val is None else ("val_nll" if self.density else "kale_val")
+        # KALE is maximised over the energy but minimised over the base: with a base being trained and
+        # no density (so no val_nll), no single direction of kale_val is "better", so nothing is monitored
+        # (no early stopping; the final weights are kept), as in fit_adversarial.
+        if x_val is None or (kale.train_base and not self.density):
+            self.monitor = None
+        else:
+            self.monitor = "val_nll" if self.density else "kale_val"
         self.mode = "min" if self.density else "max"
         groups = [
             {"params": self.energy_params, "lr": kale.energy_lr, "weight_decay": kale.energy_weight_decay},
