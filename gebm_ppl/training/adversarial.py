@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._modes import eval_mode, train_mode
 from .._validation import check_positive_int
 from ..energies import gradient_penalty
-from ..kale import kale_base_loss, kale_objective, log_partition_from_log_weights
+from ..kale import kale_base_loss, kale_from_log_partition, kale_objective, log_partition_from_log_weights
 from ._loop import (
     STREAM_EVAL,
     STREAM_STEP,
@@ -27,25 +28,13 @@ from ._loop import (
     fingerprint,
     stream_generator,
 )
+from ._rng import prior_draw
 from .history import TrainingHistory
+from .kale_step import mean_energy
 
 __all__ = ["OBJECTIVES", "fit_adversarial"]
 
 OBJECTIVES = ("kale", "gan")
-
-
-def _prior(base, n: int, generator: torch.Generator) -> Tensor:
-    """z ~ N(0, I_d) from the base (``sample_prior``, or the older ``sample_latent``)."""
-    draw = getattr(base, "sample_prior", None) or base.sample_latent
-    return draw(n, generator=generator)
-
-
-@torch.no_grad()
-def _mean_energy(energy, x: Tensor, batch_size: int) -> float:
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
-    for chunk in x.split(batch_size):
-        total += energy(chunk).double().sum()
-    return float(total) / x.shape[0]
 
 
 def _check_betas(betas: object) -> tuple[float, float]:
@@ -258,7 +247,7 @@ def fit_adversarial(
         log_w, done = [], 0
         while done < log_partition_samples:
             n = min(eval_batch_size, log_partition_samples - done)
-            log_w.append(-energy(base(_prior(base, n, g))))
+            log_w.append(-energy(base(prior_draw(base, n, g))))
             done += n
         try:
             return log_partition_from_log_weights(torch.cat(log_w))
@@ -269,9 +258,7 @@ def fit_adversarial(
         return stream_generator(seed, STREAM_EVAL, 0, dev)  # the same draws at every evaluation
 
     def evaluate() -> dict:
-        was_training = gebm.training
-        gebm.eval()
-        try:
+        with eval_mode(gebm):
             est = log_partition()
             if not kale:
                 with torch.no_grad():
@@ -279,22 +266,18 @@ def fit_adversarial(
             a_hat, c_now = est.estimate, float(c.detach())
             if not math.isfinite(c_now):
                 raise NonFinite("log-partition c")
-            exp_term = math.exp(min(a_hat - c_now, 700.0))  # E_G[exp(−(E + c))] = exp(Â − c)
             record = {
                 "log_partition": c_now,
                 "log_partition_estimate": a_hat,
                 "log_partition_stderr": est.stderr,
                 "ess": est.ess,
-                "kale_train": -_mean_energy(energy, x_train, eval_batch_size) - c_now - exp_term + 1.0,
             }
-            if x_val is not None:
-                record["kale_val"] = -_mean_energy(energy, x_val, eval_batch_size) - c_now - exp_term + 1.0
-            for key in ("kale_train", "kale_val"):
-                if key in record and not math.isfinite(record[key]):
+            splits = {"kale_train": x_train} if x_val is None else {"kale_train": x_train, "kale_val": x_val}
+            for key, x in splits.items():
+                record[key] = kale_from_log_partition(mean_energy(energy, x, eval_batch_size), c_now, a_hat)
+                if not math.isfinite(record[key]):
                     raise NonFinite(key)
             return record
-        finally:
-            gebm.train(was_training)
 
     # ------------------------------------------------------------ steps
     def clip(params: list[Tensor], what: str) -> None:
@@ -304,7 +287,7 @@ def fit_adversarial(
     def energy_step(g: torch.Generator) -> tuple[float, float]:
         x = x_train[torch.randperm(n_train, generator=g, device=dev)[:batch_size]]
         with torch.no_grad():
-            xb = base(_prior(base, num_base, g))
+            xb = base(prior_draw(base, num_base, g))
         e = energy(torch.cat([x, xb])).double()
         if kale:
             obj = kale_objective(e[:batch_size], e[batch_size:], c.double())
@@ -325,7 +308,7 @@ def fit_adversarial(
         return float(loss.detach()), float("nan") if obj is None else float(obj.detach())
 
     def base_step(g: torch.Generator) -> float:
-        e = energy(base(_prior(base, num_base, g)))
+        e = energy(base(prior_draw(base, num_base, g)))
         # KALE: −E_P[E] does not depend on θ; −logmeanexp(−E(G z)) has the gradient of kale_base_loss.
         loss = kale_base_loss(e) if kale else F.softplus(e).mean()
         if not bool(torch.isfinite(loss)):
@@ -350,21 +333,15 @@ def fit_adversarial(
             metrics["kale_batch"] = kale_batch
         return metrics
 
-    was_training = gebm.training
-    gebm.train()
-    try:
+    with train_mode(gebm):
         if resume is not None:
             loop.load(resume)
         elif init_log_partition and kale:
-            gebm.eval()
             try:
-                a0 = log_partition().estimate
+                with eval_mode(gebm):
+                    a0 = log_partition().estimate
             except NonFinite:
                 raise ValueError("the energy is not finite on base samples: cannot initialise c.") from None
-            finally:
-                gebm.train()
             with torch.no_grad():
                 c.fill_(a0)
         return loop.run(train_step, evaluate)  # the last record set c = Â for the GAN
-    finally:
-        gebm.train(was_training)
