@@ -21,7 +21,7 @@ class TrainingHistory:
     are ``None``.
 
     Attributes:
-        kind: ``"mle"`` or ``"kale"``.
+        kind: ``"mle"`` (fit_mle), ``"kale"`` (fit_kale) or ``"adversarial"`` (fit_adversarial).
         monitor: the record key early stopping watches (``"val_nll"``, ``"kale_val"``) or None.
         mode: ``"min"`` or ``"max"``: whether a smaller or a larger ``monitor`` is better.
         records: the per-epoch records.

@@ -195,7 +195,7 @@ class KaleStep:
         """The checkpoint: a :meth:`gebm_ppl.GEBM.checkpoint` (so ``GEBM.load`` reads it) carrying ``training``."""
         try:
             return self.gebm.checkpoint(training=training)
-        except TypeError:  # a base or energy without 'config'
+        except (TypeError, AttributeError):  # a base or energy without 'config'
             state = {k: v.detach().cpu() for k, v in self.gebm.state_dict().items()}
             return {"state_dict": state, "training": training}
 
