@@ -18,6 +18,9 @@ Also the paper's toy: 3-D data on a deformed 2-sphere (:class:`gebm_ppl.toys.Sph
 distribution of generator and GEBM samples.
 
 Results (JSON, HDF5, figures) go to ``--out`` (default ``results/latent_sampling/<data>``).
+
+Length: one benchmark script (configuration, training, each sampler, scoring, the toy, tables and figures)
+read top to bottom; its functions are imported by tests/test_latent_sampling.py.
 """
 
 from __future__ import annotations

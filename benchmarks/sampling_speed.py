@@ -30,6 +30,9 @@ report (the measures are in ``sampling_measures.py``, the training in :func:`geb
 
 Threads: torch and XLA run single-threaded by default (``--threads``), so that the comparison is
 one core against one core; timings on a shared machine are noisy.
+
+Length: a benchmark script (models, timing, table, JSON/plot) read top to bottom; the measurements
+themselves are in sampling_measures.py.
 """
 
 from __future__ import annotations

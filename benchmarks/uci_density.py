@@ -1,6 +1,6 @@
 """UCI density benchmark: RealNVP (MLE), GEBMs trained by KALE, and MAF / NSF references; test NLL in nats.
 
-For each dataset and seed (DESIGN.md §5):
+For each dataset and seed:
 
 * ``realnvp``: a RealNVP base G_θ fitted by maximum likelihood with early stopping;
 * ``gebm-frozen``: that base, frozen, with an energy E (and c) trained by KALE;

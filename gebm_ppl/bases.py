@@ -18,6 +18,10 @@ The base contract (:class:`Base`, an abstract class; the rest of gebm_ppl relies
 :class:`TransformBase` turns any bijection into a density base by change of variables: a
 ``torch.distributions.Transform`` (z → x), or a zuko flow / lazy transform (x → z, flipped inside).
 nflows transforms also map data → noise; that flip (G = ``transform.inverse``) stays inside :class:`RealNVP`.
+
+Length: the base contract and the three bases built directly on it (TransformBase, RealNVP, AffineBase)
+live together because the contract's checks and the registry are exercised by each of them; generator bases
+are in :mod:`gebm_ppl.generators`, the zuko NSF in :mod:`gebm_ppl.nsf`.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Works on the :class:`arviz.InferenceData` of :func:`gebm_ppl.sample_latent` (layout in
 :mod:`gebm_ppl.sampling`). Plots are drawn on Agg canvases (no pyplot state, no display needed) and
 written atomically.
+
+Length: the summary table and the four plot kinds share the InferenceData handling and the atomic PNG
+writer, so they stay in one module.
 """
 
 from __future__ import annotations

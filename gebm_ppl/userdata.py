@@ -1,4 +1,8 @@
-"""A user's own data file (CSV, NPY or HDF5) as preprocessed train / validation / test splits."""
+"""A user's own data file (CSV, NPY or HDF5) as preprocessed train / validation / test splits.
+
+Length: one job, a user's file to splits, but three readers (CSV column selection before parsing, NPY,
+HDF5) with their own error messages, plus the split-size checks; each part is small.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""End-to-end adversarial training of a GEBM's base and energy from scratch: KALE or a logistic GAN."""
+"""End-to-end adversarial training of a GEBM's base and energy from scratch: KALE or a logistic GAN.
+
+Length: one training function whose closures (energy step, generator step, evaluation, checkpoint
+payload) share the random streams and the resumable state, like fit_kale before its split into a step object.
+"""
 
 from __future__ import annotations
 
