@@ -28,7 +28,7 @@ def setup():
     bench = _bench()
     # a deliberately short run (300 generator steps): the generator is still poor and the energy
     # has learned where it misses the data, the regime where latent sampling should help
-    cfg = bench.load_config("digits", ["adversarial.steps=300", "adversarial.eval_every=300",
+    cfg = bench.load_config("digits", ["adversarial.steps=300", "adversarial.lr=1e-4", "adversarial.eval_every=300",
                                        f"benchmark.num_samples={N}", "benchmark.mcmc_steps=300"])
     data = gp.data.load("digits", seed=0)
     classifier = gp.metrics.load_classifier(data)
