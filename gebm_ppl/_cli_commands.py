@@ -181,12 +181,43 @@ def _takes_step_size(method: str) -> bool:
     return spec.passthrough is not None or "step_size" in spec.defaults
 
 
-def _prepare_sample(args):
-    from . import runs
+# the CLI's sampling flags, their sample_latent keywords and built-in defaults (a flag left at its default, or
+# None, yields to the run configuration's [sample] value)
+_SAMPLE_FLAGS = {"method": ("method", "nuts"), "num_samples": ("num_samples", 1000),
+                 "warmup": ("warmup_steps", 500), "chains": ("num_chains", 4), "temperature": ("temperature", 1.0),
+                 "seed": ("seed", 0), "backend": ("backend", None), "step_size": ("step_size", None),
+                 "friction": ("friction", None)}
+_METHOD_FREE = {"num_samples", "warmup_steps", "num_chains", "temperature", "seed"}  # apply to every method
+
+
+def _apply_sample_config(args, table: dict) -> None:
+    """Fill the flags left at their defaults from the run's ``[sample]`` table; other keys go to --option.
+
+    Precedence: an explicit flag, then ``[sample]``, then the built-in default. The table's method-specific
+    keys (step size, backend, options) apply only when the method sampled is the table's (default nuts).
+    """
+    table = dict(table or {})
+    table.pop("progress", None)
+    given = {flag for flag, (_, default) in _SAMPLE_FLAGS.items() if getattr(args, flag) not in (None, default)}
+    if "method" not in given and "method" in table:
+        args.method = table["method"]
+    same_method = args.method == table.get("method", "nuts")
+    options = {o.split("=", 1)[0].strip() for o in args.options}  # --option KEY=VALUE wins too
+    for flag, (key, _) in _SAMPLE_FLAGS.items():
+        value = table.pop(key, None)
+        if (flag in given or flag == "method" or key in options or value is None
+                or not (key in _METHOD_FREE or same_method)):
+            continue
+        setattr(args, flag, value)
+    args.config_options = {k: v for k, v in table.items() if k not in options} if same_method else {}
+
+
+def _check_sample_flags(args) -> None:
     from .sampling.registry import sampler_names
 
-    if args.backend is None:
-        args.backend = runs.default_backend(args.method)
+    if args.method not in sampler_names():
+        raise UsageError(f"the run's [sample] method {args.method!r} is not a sampler (known: "
+                         f"{', '.join(sampler_names())}).")
     if args.backend == "numpyro":
         if args.method not in sampler_names("numpyro"):
             methods = ", ".join(sampler_names("numpyro"))
@@ -196,17 +227,28 @@ def _prepare_sample(args):
         raise UsageError(f"--friction applies to --method kinetic, not {args.method!r}.")
     if args.step_size is not None and not _takes_step_size(args.method):
         raise UsageError(f"--step-size does not apply to --method {args.method!r} (it takes no steps).")
-    kwargs = _parse_options(args.options)
-    for name in ("step_size", "friction"):
-        if getattr(args, name) is not None:
-            if name in kwargs:
-                raise UsageError(f"{name} is given both as --{name.replace('_', '-')} and as --option.")
-            kwargs[name] = getattr(args, name)
+
+
+def _prepare_sample(args):
+    from . import runs
+
+    _check_sample_flags(args)  # the flags as given, before reading the run
+    _parse_options(args.options)
     if args.out is not None and Path(args.out).suffix.lower() not in SAMPLE_SUFFIXES:
         raise UsageError(f"--out should be an HDF5 file ending in {' or '.join(SAMPLE_SUFFIXES)}. Got {args.out!r}.")
     if args.netcdf is not None and Path(args.netcdf).suffix.lower() != ".nc":
         raise UsageError(f"--netcdf should end in .nc. Got {args.netcdf!r}.")
     run = runs.load_run(args.run_dir)
+    _apply_sample_config(args, run.config.get("sample", {}))
+    if args.backend is None:
+        args.backend = runs.default_backend(args.method)
+    _check_sample_flags(args)  # with the run's [sample] values filled in
+    kwargs = {**getattr(args, "config_options", {}), **_parse_options(args.options)}
+    for name in ("step_size", "friction"):
+        if getattr(args, name) is not None:
+            if name in kwargs:
+                raise UsageError(f"{name} is given both as --{name.replace('_', '-')} and as --option.")
+            kwargs[name] = getattr(args, name)
     return run, kwargs
 
 

@@ -459,3 +459,41 @@ def test_evaluate_verdict_sign_convention_and_original_units(fitted):
     for key in ("base_nll", "nll", "nll_bound"):
         assert orig[key] == pytest.approx(res[key] - log_det, rel=1e-9)
     assert "In the data's own units" in out
+
+
+def test_digits_config_fit_then_sample_reads_the_sample_table(tmp_path, monkeypatch):
+    """`gebm fit digits --config models/images/digits.toml` (20 generator steps) then `gebm sample`: the run's
+    [sample] table (ula, 1000 chains x 1 draw, step size 0.01) is the sampler, an explicit flag wins over it
+    (--warmup 3 over 500, --chains 7 over 1000), and another --method drops its method-specific step size.
+    Out-of-range training values exit 2 before training, with the training function's own message."""
+    monkeypatch.setenv("GEBM_CACHE_DIR", str(tmp_path / "cache"))
+    run = tmp_path / "digits"
+    tiny = ["--set", "adversarial.steps=20", "--set", "adversarial.eval_every=10", "--set", "adversarial.burst_steps=2",
+            "--set", "adversarial.energy_steps=1", "--set", "adversarial.log_partition_samples=200"]
+    config = ROOT / "models" / "images" / "digits.toml"
+    with one_thread():
+        for bad, message in (("adversarial.burst_every=0", "'burst_every' should be a positive integer"),
+                             ("adversarial.steps=-3", "'steps' should be a positive integer"),
+                             ("adversarial.lr=-1.0", "'lr' should be a positive")):
+            code, _, err = run_cli("fit", "digits", "--config", config, *tiny, "--set", bad, "--out", run,
+                                   "--no-progress")
+            assert code == EXIT_USAGE and message in err and "[adversarial]" in err, err
+            assert not run.exists()
+        code, out, err = run_cli("fit", "digits", "--config", config, *tiny, "--out", run, "--no-progress")
+        assert code == EXIT_OK, err
+        code, out, err = run_cli("sample", run, "--warmup", 3, "--backend", "pyro", "--out", tmp_path / "a.h5")
+        assert code == EXIT_OK and "with ula (pyro)" in out, err
+        with h5py.File(tmp_path / "a.h5", "r") as f:
+            assert f["posterior/z"].shape == (1000, 1, 4) and f["posterior/x"].shape == (1000, 1, 64)
+            assert f.attrs["method"] == "ula" and f.attrs["step_size"] == pytest.approx(0.01)
+            assert int(f.attrs["num_energy_evals"]) < 1000 * 10  # 3 warm-up steps + 1 draw, not 500 + 1
+        code, out, err = run_cli("sample", run, "--warmup", 3, "--chains", 7, "--step-size", 0.02, "--backend",
+                                 "pyro", "--out", tmp_path / "b.h5")
+        assert code == EXIT_OK, err
+        with h5py.File(tmp_path / "b.h5", "r") as f:
+            assert f["posterior/z"].shape == (7, 1, 4) and f.attrs["step_size"] == pytest.approx(0.02)
+        code, out, err = run_cli("sample", run, "--method", "kinetic", "-n", 2, "--warmup", 2, "--chains", 3,
+                                 "--backend", "pyro", "--out", tmp_path / "c.h5")
+        assert code == EXIT_OK and "with kinetic (pyro)" in out, err
+        with h5py.File(tmp_path / "c.h5", "r") as f:  # kinetic's own default step size 0.1, not [sample]'s 0.01
+            assert f["posterior/z"].shape == (3, 2, 4) and f.attrs["step_size"] == pytest.approx(0.1)

@@ -301,8 +301,8 @@ def check_config(config: dict, dim: int, image_shape: Sequence[int] | None = Non
         ValueError, TypeError: the message of the constructor or of the check, naming the option.
     """
     with torch.random.fork_rng(devices=[]):
-        build_base(config, dim, image_shape)
-        build_energy(config, dim, image_shape)
+        base = build_base(config, dim, image_shape)
+        energy = build_energy(config, dim, image_shape)
     stages = ("mle", "kale") if has_density(config) else ("adversarial",)
     functions = _training_functions()
     for section in stages:
@@ -314,3 +314,31 @@ def check_config(config: dict, dim: int, image_shape: Sequence[int] | None = Non
         if missing:
             raise ValueError(f"[{section}] needs {', '.join(repr(m) for m in missing)} "
                              f"(e.g. --set {section}.{missing[0]}=...).")
+        _check_ranges(section, functions[section], params, config[section], base, energy, dim)
+
+
+def _check_ranges(section: str, fn, params: dict, values: dict, base, energy, dim: int) -> None:
+    """The training function's own range checks (``steps >= 1``, ``burst_every >= 1``, ...), without training.
+
+    ``fn`` is called on a copy of the networks with every parameter frozen: it checks its keywords first and
+    then stops with "no trainable parameters". Only an error that names one of ``values``' keys is reported.
+    """
+    from ..gebm import GEBM
+
+    base, energy = copy.deepcopy(base), copy.deepcopy(energy)
+    for p in [*base.parameters(), *energy.parameters()]:
+        p.requires_grad_(False)
+    model = base if section == "mle" else GEBM(base, energy)
+    batch = values.get("batch_size", params["batch_size"].default if "batch_size" in params else 2)
+    rows = batch if isinstance(batch, int) and not isinstance(batch, bool) and 2 <= batch <= 100_000 else 2
+    train = torch.zeros(rows, dim)
+    kwargs = dict(values)
+    if "progress" in params:
+        kwargs["progress"] = False
+    with torch.random.fork_rng(devices=[]):
+        try:
+            fn(model, train, **kwargs)
+        except (ValueError, TypeError) as e:
+            named = [k for k in values if f"'{k}'" in str(e)]
+            if named:
+                raise type(e)(f"[{section}] {named[0]}: {e}") from None
