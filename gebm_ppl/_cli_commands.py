@@ -181,8 +181,9 @@ def _takes_step_size(method: str) -> bool:
     return spec.passthrough is not None or "step_size" in spec.defaults
 
 
-# the CLI's sampling flags, their sample_latent keywords and built-in defaults (a flag left at its default, or
-# None, yields to the run configuration's [sample] value)
+# the CLI's sampling flags, their sample_latent keywords and built-in defaults. A flag that is None, or equal to
+# its parser default when the parser has one (an explicit value equal to it cannot be told apart), yields to
+# the run configuration's [sample] value.
 _SAMPLE_FLAGS = {"method": ("method", "nuts"), "num_samples": ("num_samples", 1000),
                  "warmup": ("warmup_steps", 500), "chains": ("num_chains", 4), "temperature": ("temperature", 1.0),
                  "seed": ("seed", 0), "backend": ("backend", None), "step_size": ("step_size", None),
@@ -196,9 +197,14 @@ def _apply_sample_config(args, table: dict) -> None:
     Precedence: an explicit flag, then ``[sample]``, then the built-in default. The table's method-specific
     keys (step size, backend, options) apply only when the method sampled is the table's (default nuts).
     """
+    from .cli import build_parser
+
     table = dict(table or {})
     table.pop("progress", None)
-    given = {flag for flag, (_, default) in _SAMPLE_FLAGS.items() if getattr(args, flag) not in (None, default)}
+    parsed_defaults = build_parser().parse_args(["sample", "RUN_DIR"])
+    # given: a value other than the parser's default (a parser default of None marks every value given)
+    given = {flag for flag in _SAMPLE_FLAGS if getattr(args, flag) is not None
+             and (getattr(parsed_defaults, flag) is None or getattr(args, flag) != getattr(parsed_defaults, flag))}
     if "method" not in given and "method" in table:
         args.method = table["method"]
     same_method = args.method == table.get("method", "nuts")
@@ -209,12 +215,17 @@ def _apply_sample_config(args, table: dict) -> None:
                 or not (key in _METHOD_FREE or same_method)):
             continue
         setattr(args, flag, value)
+    for flag, (_, default) in _SAMPLE_FLAGS.items():  # neither given nor in [sample]: the built-in default
+        if getattr(args, flag) is None:
+            setattr(args, flag, default)
     args.config_options = {k: v for k, v in table.items() if k not in options} if same_method else {}
 
 
 def _check_sample_flags(args) -> None:
     from .sampling.registry import sampler_names
 
+    if args.method is None:  # left to the run's [sample] table
+        return
     if args.method not in sampler_names():
         raise UsageError(f"the run's [sample] method {args.method!r} is not a sampler (known: "
                          f"{', '.join(sampler_names())}).")
