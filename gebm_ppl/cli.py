@@ -177,24 +177,27 @@ def build_parser() -> argparse.ArgumentParser:
         "Draw samples of a fitted GEBM by MCMC on the latent posterior nu(z) ~ N(z; 0, I) exp(-T E(G(z)))\n"
         "(x = G(z) is then a GEBM sample). Writes the draws to an HDF5 file (posterior/z, posterior/x in\n"
         "the whitened space, x_original in the data's units, sample_stats/*) and the ArviZ InferenceData\n"
-        "to netCDF beside it. --backend numpyro (every method but sir) needs JAX and NumPyro installed.",
+        "to netCDF beside it. Settings not given as flags come from the run configuration's [sample] table.\n"
+        "--backend numpyro (every method but sir) needs JAX and NumPyro installed.",
     )
     sa.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'gebm fit'")
-    sa.add_argument("-n", "--num-samples", type=_positive_int, default=1000, metavar="N",
-                    help="draws kept per chain")
-    sa.add_argument("--warmup", type=_nonnegative_int, default=500, metavar="W",
-                    help="warm-up (adaptation / burn-in) steps per chain, discarded")
+    sa.add_argument("-n", "--num-samples", type=_positive_int, default=None, metavar="N",
+                    help="draws kept per chain (default: the run's [sample] value, else 1000)")
+    sa.add_argument("--warmup", type=_nonnegative_int, default=None, metavar="W",
+                    help="warm-up (adaptation / burn-in) steps per chain, discarded (default: [sample], else 500)")
     from .sampling.registry import methods_help, sampler_names  # the sampler registry: choices and help
 
-    sa.add_argument("--method", choices=sampler_names(), default="nuts", help=methods_help().replace("%", "%%"))
+    sa.add_argument("--method", choices=sampler_names(), default=None,
+                    help="default: the run's [sample] method, else nuts. " + methods_help().replace("%", "%%"))
     sa.add_argument("--backend", choices=BACKENDS, default=None,
                     help="pyro (torch) or numpyro (JAX, JIT-compiled, several times faster; every method but "
                          "sir); default: numpyro when JAX and NumPyro are importable and the method has a "
                          "NumPyro kernel, else pyro")
-    sa.add_argument("--chains", type=_positive_int, default=4, metavar="C", help="number of chains")
-    sa.add_argument("--temperature", type=_positive_float, default=1.0, metavar="T",
-                    help="energy temperature T (1 samples the model itself)")
-    sa.add_argument("--seed", type=_nonnegative_int, default=0, help="sampler seed")
+    sa.add_argument("--chains", type=_positive_int, default=None, metavar="C",
+                    help="number of chains (default: [sample], else 4)")
+    sa.add_argument("--temperature", type=_positive_float, default=None, metavar="T",
+                    help="energy temperature T (1 samples the model itself; default: [sample], else 1)")
+    sa.add_argument("--seed", type=_nonnegative_int, default=None, help="sampler seed (default: [sample], else 0)")
     sa.add_argument("--step-size", type=_positive_float, metavar="H",
                     help="step size (initial step size for nuts/hmc; fixed for ula/kinetic)")
     sa.add_argument("--friction", type=_positive_float, metavar="K", help="kinetic only: friction coefficient")
