@@ -16,6 +16,7 @@ __all__ = [
     "STREAM_BASE",
     "STREAM_DATA",
     "STREAM_EVAL",
+    "STREAM_NOISE",
     "STREAM_STEP",
     "get_rng_state",
     "prior_draw",
@@ -23,7 +24,7 @@ __all__ = [
     "stream_generator",
 ]
 
-STREAM_DATA, STREAM_STEP, STREAM_BASE, STREAM_EVAL = 1, 2, 3, 4
+STREAM_DATA, STREAM_STEP, STREAM_BASE, STREAM_EVAL, STREAM_NOISE = 1, 2, 3, 4, 5
 
 
 def stream_generator(seed: int, stream: int, counter: int, device: torch.device | str = "cpu") -> torch.Generator:

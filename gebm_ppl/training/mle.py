@@ -14,6 +14,7 @@ from ._checks import check_lr, check_nonnegative_float
 from ._data import as_data, fingerprint
 from ._loop import Loop, NonFinite
 from ._options import TrainingOptions, make_scheduler
+from ._rng import STREAM_NOISE, stream_generator
 from .history import TrainingHistory
 
 __all__ = ["fit_mle", "mean_nll"]
@@ -46,6 +47,7 @@ def fit_mle(
     batch_size: int = 256,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
+    noise_std: float = 0.0,
     patience: int | None = 20,
     grad_clip: float | None = 10.0,
     schedule: str | None = "cosine",
@@ -77,6 +79,9 @@ def fit_mle(
         batch_size: minibatch size (the last batch of an epoch may be smaller).
         lr: Adam learning rate (> 0).
         weight_decay: Adam's L2 weight decay (>= 0).
+        noise_std: σ of Gaussian input noise (>= 0): each training minibatch is x + σ ε, ε ~ N(0, I),
+            drawn afresh every step (a regulariser: the fitted density is g_θ smoothed by N(0, σ² I)
+            during training; evaluation uses the clean data). 0: none.
         patience: evaluations without improvement of the validation NLL before stopping
             (None: never stop early).
         grad_clip: maximum gradient norm (None: no clipping).
@@ -123,6 +128,7 @@ def fit_mle(
     eval_batch_size = options.eval_batch_size
     lr = check_lr(lr, "lr")
     weight_decay = check_nonnegative_float(weight_decay, "weight_decay")
+    noise_std = check_nonnegative_float(noise_std, "noise_std")
     grad_clip = None if grad_clip is None else check_lr(grad_clip, "grad_clip")
     if device is not None:
         base.to(device)
@@ -136,10 +142,10 @@ def fit_mle(
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     scheduler = make_scheduler(optimizer, schedule, epochs, "min")
     settings = dict(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
-        grad_clip=grad_clip, schedule=schedule, eval_every=eval_every, seed=seed, max_steps=max_steps,
-        train_size=x_train.shape[0], val_size=None if x_val is None else x_val.shape[0], dim=x_train.shape[1],
-        device=str(dev), dtype=str(dtype),
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, noise_std=noise_std,
+        patience=patience, grad_clip=grad_clip, schedule=schedule, eval_every=eval_every, seed=seed,
+        max_steps=max_steps, train_size=x_train.shape[0], val_size=None if x_val is None else x_val.shape[0],
+        dim=x_train.shape[1], device=str(dev), dtype=str(dtype),
     )  # fmt: skip
     monitor = None if x_val is None else "val_nll"
     structure = dict(batch_size=batch_size, seed=seed, monitor=monitor, train=fingerprint(x_train))
@@ -158,7 +164,11 @@ def fit_mle(
         loop.load(options.resume)
 
     def train_step(idx: Tensor, step: int) -> dict:
-        loss = -base.log_prob(x_train[idx.to(dev)]).mean()
+        x = x_train[idx.to(dev)]
+        if noise_std > 0:  # ε is a function of (seed, step): a resumed run draws the same noise
+            g = stream_generator(seed, STREAM_NOISE, step, dev)
+            x = x + noise_std * torch.randn(x.shape, generator=g, device=dev, dtype=x.dtype)
+        loss = -base.log_prob(x).mean()
         if not bool(torch.isfinite(loss)):
             raise NonFinite("training NLL")
         optimizer.zero_grad(set_to_none=True)
