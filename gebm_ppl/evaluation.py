@@ -15,7 +15,9 @@ from torch import Tensor
 
 from ._modes import eval_mode
 from ._validation import check_points, check_positive_int
+from .data.stream import H5Array
 from .kale import estimate_log_partition, kale_from_log_partition, kale_nll_bound
+from .sharding import all_reduce_table, batch_ranges, check_shard, owns
 
 __all__ = ["GEBMEvaluation", "evaluate_gebm", "low_ess_warning", "paired_difference", "stderr"]
 
@@ -113,6 +115,8 @@ def evaluate_gebm(
     num_samples: int = 100_000,
     batch_size: int = 10_000,
     seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> GEBMEvaluation:
     """Evaluate a GEBM on held-out points ``x`` ``[n, D]``.
 
@@ -128,6 +132,14 @@ def evaluate_gebm(
         num_samples: M base draws for Â.
         batch_size: rows per forward pass (data and base draws).
         seed: seed of the base draws.
+        rank, world_size: shard the work over the ranks of an initialised ``torch.distributed``
+            group: each rank evaluates every ``world_size``-th batch of rows and of base draws
+            (:mod:`gebm_ppl.sharding`), the per-row values and per-batch logsumexps are
+            all-reduced, and every rank returns the unsharded result bit for bit.
+
+    ``x`` may be a :class:`gebm_ppl.data.H5Array` (rows on disk): it is read one batch at a
+    time (a rank reads only its batches); memory is O(batch_size · D) plus 16 bytes per row for
+    the per-example values.
 
     Returns:
         :class:`GEBMEvaluation`.
@@ -145,17 +157,34 @@ def evaluate_gebm(
     """
     num_samples = check_positive_int(num_samples, "num_samples")
     batch_size = check_positive_int(batch_size, "batch_size")
+    rank, world_size = check_shard(rank, world_size)
     c = gebm.log_partition
-    x = check_points(torch.as_tensor(x, dtype=c.dtype, device=c.device), gebm.dim, "x")
+    if isinstance(x, H5Array):
+        x = x.to(device=c.device, dtype=c.dtype)
+        if x.shape[1] != gebm.dim:
+            raise ValueError(f"'x' should have shape [..., {gebm.dim}]. Got shape {tuple(x.shape)}.")
+    else:
+        x = check_points(torch.as_tensor(x, dtype=c.dtype, device=c.device), gebm.dim, "x")
     if x.dim() != 2 or x.shape[0] < 2:
         raise ValueError(f"'x' should have shape [n, {gebm.dim}] with n >= 2. Got shape {tuple(x.shape)}.")
     density = bool(getattr(gebm.base, "has_density", True))
     with eval_mode(gebm):
-        chunks = x.split(batch_size)
-        energy = torch.cat([gebm.energy(chunk).double().cpu() for chunk in chunks]).numpy()
-        log_g = torch.cat([gebm.base.log_prob(chunk).double().cpu() for chunk in chunks]).numpy() if density else None
+        tables = [torch.zeros(x.shape[0], dtype=torch.float64) for _ in range(2 if density else 1)]
+        for b, start, stop in batch_ranges(x.shape[0], batch_size):
+            if owns(b, rank, world_size):
+                chunk = x[start:stop]
+                if not bool(torch.isfinite(chunk).all()):
+                    row = start + int((~torch.isfinite(chunk).all(1)).nonzero()[0])
+                    raise ValueError(f"'x' contains NaN or inf values (first in row {row}).")
+                tables[0][start:stop] = gebm.energy(chunk).double().cpu()
+                if density:
+                    tables[1][start:stop] = gebm.base.log_prob(chunk).double().cpu()
+        tables = [all_reduce_table(t, "sum", world_size) for t in tables]
+        energy = tables[0].numpy()
+        log_g = tables[1].numpy() if density else None
         generator = torch.Generator(device=c.device).manual_seed(int(seed))
-        est = estimate_log_partition(gebm, num_samples=num_samples, batch_size=batch_size, generator=generator)
+        est = estimate_log_partition(gebm, num_samples=num_samples, batch_size=batch_size, generator=generator,
+                                     rank=rank, world_size=world_size)  # fmt: skip
     if not np.isfinite(energy).all() or (log_g is not None and not np.isfinite(log_g).all()):
         raise ValueError("the base log-density or the energy is not finite on some of the evaluated points.")
     a_hat, se_a, c_val = est.estimate, est.stderr, float(c)

@@ -17,6 +17,7 @@ from ._validation import check_positive_float, check_positive_int
 __all__ = [
     "LogPartitionEstimate",
     "estimate_log_partition",
+    "fold_log_partition",
     "kale_base_loss",
     "kale_energy_loss",
     "kale_from_log_partition",
@@ -24,6 +25,7 @@ __all__ = [
     "kale_objective",
     "log_mean_exp",
     "log_partition_from_log_weights",
+    "log_partition_table",
     "nll_from_log_partition",
 ]
 
@@ -153,12 +155,67 @@ def log_partition_from_log_weights(log_weights: Tensor) -> LogPartitionEstimate:
 
 
 @torch.no_grad()
+def log_partition_table(
+    gebm,
+    num_samples: int = 100_000,
+    batch_size: int = 10_000,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Tensor:
+    """``[B, 2]`` float64: (logsumexp_i w_i, logsumexp_i 2w_i), w_i = −T·E(G(z_i)), per batch of base draws.
+
+    Rank ``rank`` of ``world_size`` fills the batches b ≡ rank (mod world_size) and leaves −inf at
+    the others (see :mod:`gebm_ppl.sharding`); every rank draws all the latents from ``generator``
+    (cheap) so that batch b holds the same draws on every rank: seed ``generator`` alike on all
+    ranks. :func:`fold_log_partition` of the MAX-combined tables is :func:`estimate_log_partition`.
+    """
+    from .sharding import check_shard, owns
+
+    if not hasattr(gebm, "latent_energy") or not hasattr(gebm, "base"):
+        raise TypeError(f"'gebm' should be a gebm_ppl.GEBM. Got {type(gebm).__name__}.")
+    num_samples = check_positive_int(num_samples, "num_samples")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    temperature = check_positive_float(temperature, "temperature")
+    rank, world_size = check_shard(rank, world_size)
+    table = torch.full((-(-num_samples // batch_size), 2), -math.inf, dtype=torch.float64)
+    with eval_mode(gebm):
+        done = b = 0
+        while done < num_samples:
+            n = min(batch_size, num_samples - done)
+            z = gebm.base.sample_prior(n, generator=generator)
+            if owns(b, rank, world_size):
+                log_w = (-temperature * gebm.latent_energy(z)).double().cpu()
+                if not bool(torch.isfinite(log_w).all()):
+                    raise ValueError(
+                        "the energy is NaN or inf on base samples: the log-partition cannot be estimated."
+                    )
+                table[b, 0], table[b, 1] = _combine(log_w)
+            done += n
+            b += 1
+    return table
+
+
+def fold_log_partition(table: Tensor, num_samples: int) -> LogPartitionEstimate:
+    """Â, se(Â) and ESS from a combined ``[B, 2]`` table of :func:`log_partition_table`, folded in batch order."""
+    lse1 = lse2 = torch.tensor(-math.inf, dtype=torch.float64)
+    for b1, b2 in table.double().cpu():
+        lse1, lse2 = torch.logaddexp(lse1, b1), torch.logaddexp(lse2, b2)
+    return _finish(lse1, lse2, num_samples)
+
+
+@torch.no_grad()
 def estimate_log_partition(
     gebm,
     num_samples: int = 100_000,
     batch_size: int = 10_000,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> LogPartitionEstimate:
     """Estimate A = log E_{z∼η}[exp(−T·E(G(z)))] by streaming ``num_samples`` base draws in batches.
 
@@ -170,24 +227,14 @@ def estimate_log_partition(
         batch_size: samples per batch.
         temperature: T (1 is the model itself).
         generator: optional torch.Generator for the latent draws.
+        rank, world_size: evaluate only this rank's share of the batches and combine the
+            per-batch logsumexps over the initialised ``torch.distributed`` group (MAX of tables
+            that hold −inf elsewhere): the result equals the unsharded one bit for bit. All ranks
+            need the same ``generator`` seed. Default: one process.
     """
-    if not hasattr(gebm, "latent_energy") or not hasattr(gebm, "base"):
-        raise TypeError(f"'gebm' should be a gebm_ppl.GEBM. Got {type(gebm).__name__}.")
-    num_samples = check_positive_int(num_samples, "num_samples")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    temperature = check_positive_float(temperature, "temperature")
-    with eval_mode(gebm):
-        lse1 = lse2 = torch.tensor(-math.inf, dtype=torch.float64)
-        done = 0
-        while done < num_samples:
-            n = min(batch_size, num_samples - done)
-            z = gebm.base.sample_prior(n, generator=generator)
-            log_w = (-temperature * gebm.latent_energy(z)).double().cpu()
-            if not bool(torch.isfinite(log_w).all()):
-                raise ValueError(
-                    "the energy is NaN or inf on base samples: the log-partition cannot be estimated."
-                )
-            b1, b2 = _combine(log_w)
-            lse1, lse2 = torch.logaddexp(lse1, b1), torch.logaddexp(lse2, b2)
-            done += n
-    return _finish(lse1, lse2, num_samples)
+    from .sharding import all_reduce_table
+
+    table = log_partition_table(
+        gebm, num_samples, batch_size, temperature, generator, rank=rank, world_size=world_size
+    )
+    return fold_log_partition(all_reduce_table(table, "max", world_size), num_samples)
