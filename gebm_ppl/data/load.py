@@ -10,7 +10,8 @@ import numpy as np
 
 from .cache import cache_key, read_cache, write_cache
 from .fetch import default_cache_dir, locate
-from .registry import get_spec
+from .registry import get_spec, resolve_protocol
+from .stream import H5Array, open_cache
 
 __all__ = ["UCIData", "load"]
 
@@ -20,16 +21,16 @@ class UCIData:
     """Preprocessed splits of a dataset.
 
     Attributes:
-        train: ``[N_train, D]`` float32.
-        val: ``[N_val, D]`` float32.
-        test: ``[N_test, D]`` float32.
+        train: ``[N_train, D]`` float32 (an :class:`~gebm_ppl.data.H5Array` with ``stream=True``).
+        val: ``[N_val, D]`` float32 (likewise).
+        test: ``[N_test, D]`` float32 (likewise).
         metadata: name, protocol, dim, sizes, seed, sources (path, location, sha256, expected
             sha256), preprocessing parameters, cache file.
     """
 
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
+    train: np.ndarray | H5Array
+    val: np.ndarray | H5Array
+    test: np.ndarray | H5Array
     metadata: dict = field(default_factory=dict)
 
     @property
@@ -41,11 +42,16 @@ class UCIData:
         return int(self.train.shape[1])
 
     def tensors(self, dtype=None, device=None) -> tuple:
-        """(train, val, test) as torch tensors (float32 unless ``dtype`` says otherwise)."""
+        """(train, val, test) as torch tensors (float32 unless ``dtype`` says otherwise); streamed: H5Arrays of them."""
         import torch
 
         dtype = torch.float32 if dtype is None else dtype
-        return tuple(torch.as_tensor(x, dtype=dtype, device=device) for x in (self.train, self.val, self.test))
+        return tuple(
+            x.to(device=device, dtype=dtype)
+            if isinstance(x, H5Array)
+            else torch.as_tensor(x, dtype=dtype, device=device)
+            for x in (self.train, self.val, self.test)
+        )
 
     def __repr__(self) -> str:
         m = self.metadata
@@ -64,6 +70,8 @@ def load(
     download: bool = True,
     mirror: str | None = None,
     refresh: bool = False,
+    protocol: str | None = None,
+    stream: bool = False,
 ) -> UCIData:
     """Load a benchmark dataset as preprocessed, float32 train / validation / test splits.
 
@@ -72,8 +80,9 @@ def load(
     (``cache_dir``, default ``$GEBM_CACHE_DIR`` or ``~/.cache/gebm_ppl``), and finally downloaded
     from the official source; each is verified against its published SHA-256. The preprocessed
     splits are cached in ``cache_dir/splits/<name>/seed<seed>.h5`` (fixed-split protocols:
-    ``split.h5``), keyed by the source hashes and the preprocessing version; a stale or corrupt
-    cache file is rebuilt.
+    ``split.h5``; another protocol than the dataset's own: ``seed<seed>.<protocol>.h5``), keyed by
+    the protocol, the source hashes and the preprocessing version; a stale or corrupt cache file is
+    rebuilt.
 
     Image sets (``"digits"``: scikit-learn's bundled 8×8 digits; ``"mnist"``: the 10,000 MNIST test
     images, found as ``mnist/t10k-images-idx3-ubyte.gz`` and ``mnist/t10k-labels-idx1-ubyte.gz`` in
@@ -91,6 +100,15 @@ def load(
         download: allow downloading missing files.
         mirror: base URL to download from instead of the official one (``$GEBM_DATA_MIRROR``).
         refresh: rebuild the preprocessed cache even if it is valid.
+        stream: return the splits as :class:`~gebm_ppl.data.H5Array` views of the cache file
+            (rows read on demand; ``fit_mle``, ``fit_kale`` and ``evaluate_gebm`` accept them)
+            instead of arrays; a valid cache is checked chunk by chunk, never loaded whole (a
+            first build still preprocesses in memory). Ignored for image sets.
+        protocol: None (default) for the dataset's own protocol (``"kexpfam"``, ``"maf"``,
+            ``"images"``), or ``"kexpfam-paper"`` (red-wine, white-wine, parkinsons): the
+            preprocessing of the authors' code, whitened with statistics of all rows and
+            dequantised for the wines only (see :mod:`gebm_ppl.data.kexpfam`). Recorded in
+            ``metadata["protocol"]`` and in the cache key; an unknown name raises ValueError.
 
     Returns:
         :class:`UCIData` with ``train``, ``val``, ``test`` (``[N, D]`` float32) and ``metadata``.
@@ -104,6 +122,7 @@ def load(
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"'seed' should be a non-negative integer. Got {seed!r}.")
     seed = int(seed)
+    protocol, builder = resolve_protocol(spec, protocol)
     cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if spec.protocol == "images":
         from .images import load_images
@@ -124,19 +143,25 @@ def load(
     split_seed = seed if spec.seeded else None
     key = cache_key(
         name=spec.name,
-        protocol=spec.protocol,
+        protocol=protocol,
         version=spec.version,
         seed=split_seed,
         sources={s["path"]: s["sha256"] for s in sources},
     )
-    cache_path = cache_root / "splits" / spec.name / (f"seed{seed}.h5" if spec.seeded else "split.h5")
-    cached = None if refresh else read_cache(cache_path, key)
+    stem = f"seed{seed}" if spec.seeded else "split"
+    suffix = "" if protocol == spec.protocol else f".{protocol}"  # the default protocol keeps its file name
+    cache_path = cache_root / "splits" / spec.name / f"{stem}{suffix}.h5"
+    if stream:  # check the cache file in chunks instead of loading it
+        streamed = None if refresh else open_cache(cache_path, key)
+        cached = None if streamed is None else (None, streamed)
+    else:
+        cached = None if refresh else read_cache(cache_path, key)
     if cached is not None:
         splits, metadata = cached
         metadata["sources"] = sources  # where the files were found this time
     else:
         paths = {p: loc for p, (loc, _) in found.items()}
-        train, val, test, params = spec.builder(paths, split_seed)
+        train, val, test, params = builder(paths, split_seed)
         splits = {
             k: np.ascontiguousarray(x, dtype=np.float32)
             for k, x in zip(("train", "val", "test"), (train, val, test), strict=True)
@@ -146,7 +171,7 @@ def load(
                 raise ValueError(f"{spec.name}: the preprocessed {k} split has NaN or inf entries.")
         metadata = {
             "name": spec.name,
-            "protocol": spec.protocol,
+            "protocol": protocol,
             "description": spec.description,
             "dim": int(splits["train"].shape[1]),
             "published_dim": spec.dim,
@@ -158,4 +183,6 @@ def load(
         write_cache(cache_path, key, splits, metadata)
     metadata["cache"] = str(cache_path)
     metadata["from_cache"] = cached is not None
+    if stream:  # the splits as rows of the cache file, read on demand
+        return UCIData(*(H5Array(cache_path, k) for k in ("train", "val", "test")), metadata)
     return UCIData(splits["train"], splits["val"], splits["test"], metadata)

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["ARCHIVES", "DATASETS", "Archive", "DatasetSpec", "SourceFile", "dataset_names", "get_spec"]
+__all__ = [
+    "ARCHIVES",
+    "DATASETS",
+    "PROTOCOLS",
+    "Archive",
+    "DatasetSpec",
+    "SourceFile",
+    "dataset_names",
+    "get_spec",
+    "resolve_protocol",
+]
 
 _UCI = "https://archive.ics.uci.edu/ml/machine-learning-databases"
 
@@ -58,6 +68,8 @@ class DatasetSpec:
     ``builder(paths, seed)`` maps ``{relative path: local path}`` to ``(train, val, test, params)``:
     float64 arrays ``[N, D]`` and a dict of preprocessing parameters (plain JSON values).
     ``seeded`` is False for protocols with fixed published splits (MAF), where ``seed`` is ignored.
+    ``variants`` maps the other protocols the dataset can be built under (e.g. ``"kexpfam-paper"``)
+    to their builders, with the same signature.
     Image sets (protocol ``"images"``) have ``builder(paths) -> (pixels, labels, image_shape, params)``
     instead: raw ``[N, D]`` grey levels, int labels, ``(C, H, W)`` and the scaling; the project splits them.
     """
@@ -70,6 +82,7 @@ class DatasetSpec:
     description: str = ""
     seeded: bool = True
     version: int = 1
+    variants: Mapping[str, Callable] = field(default_factory=dict, repr=False)
 
 
 ARCHIVES: dict[str, Archive] = {
@@ -138,8 +151,14 @@ def _specs() -> dict[str, DatasetSpec]:
     from . import kexpfam, maf
 
     specs = [
-        DatasetSpec("red-wine", "kexpfam", 11, (_RED,), kexpfam.build_wine, "Wine Quality (red), UCI id 186"),
-        DatasetSpec("white-wine", "kexpfam", 11, (_WHITE,), kexpfam.build_wine, "Wine Quality (white), UCI id 186"),
+        DatasetSpec(
+            "red-wine", "kexpfam", 11, (_RED,), kexpfam.build_wine, "Wine Quality (red), UCI id 186",
+            variants={"kexpfam-paper": kexpfam.build_wine_paper},
+        ),
+        DatasetSpec(
+            "white-wine", "kexpfam", 11, (_WHITE,), kexpfam.build_wine, "Wine Quality (white), UCI id 186",
+            variants={"kexpfam-paper": kexpfam.build_wine_paper},
+        ),
         DatasetSpec(
             "parkinsons",
             "kexpfam",
@@ -147,6 +166,7 @@ def _specs() -> dict[str, DatasetSpec]:
             (_PARKINSONS,),
             kexpfam.build_parkinsons,
             "Parkinsons Telemonitoring, UCI id 189",
+            variants={"kexpfam-paper": kexpfam.build_parkinsons_paper},
         ),
         DatasetSpec("hepmass", "kexpfam", 22, _HEPMASS, kexpfam.build_hepmass, "HEPMASS (positive class), MAF archive"),
         DatasetSpec("miniboone", "kexpfam", 43, (_MINIBOONE,), kexpfam.build_miniboone, "MiniBooNE, MAF archive"),
@@ -162,11 +182,30 @@ def _specs() -> dict[str, DatasetSpec]:
 
 
 DATASETS: dict[str, DatasetSpec] = _specs()
+PROTOCOLS: tuple[str, ...] = ("kexpfam", "kexpfam-paper", "maf", "images")
+"""Every protocol name: a dataset's own (``DatasetSpec.protocol``) or one of its ``variants``."""
 
 
 def dataset_names(protocol: str | None = None) -> list[str]:
     """Registered dataset names, optionally only those of one protocol (``"kexpfam"``, ``"maf"``, ``"images"``)."""
     return [n for n, s in DATASETS.items() if protocol is None or s.protocol == protocol]
+
+
+def resolve_protocol(spec: DatasetSpec, protocol: str | None) -> tuple[str, Callable]:
+    """``(protocol, builder)`` of ``spec`` under ``protocol`` (None: the dataset's own protocol).
+
+    Raises:
+        ValueError: an unknown protocol name (the known ones are listed), or one this dataset is not
+            offered under (its protocols are listed).
+    """
+    if protocol is None or protocol == spec.protocol:
+        return spec.protocol, spec.builder
+    if not isinstance(protocol, str) or protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}. Known protocols: {', '.join(PROTOCOLS)}.")
+    if protocol not in spec.variants:
+        offered = ", ".join([spec.protocol, *spec.variants])
+        raise ValueError(f"dataset {spec.name!r} has no protocol {protocol!r}; its protocols: {offered}.")
+    return protocol, spec.variants[protocol]
 
 
 def get_spec(name: str) -> DatasetSpec:
