@@ -15,6 +15,7 @@ from .images import ImageData, stratified_split
 from .load import UCIData, load
 from .readers import SourceFormatError
 from .registry import ARCHIVES, DATASETS, Archive, DatasetSpec, SourceFile, dataset_names, get_spec
+from .stream import H5Array
 
 __all__ = [
     "ARCHIVES",
@@ -23,6 +24,7 @@ __all__ = [
     "DATASETS",
     "DataNotFoundError",
     "DatasetSpec",
+    "H5Array",
     "ImageData",
     "SourceFile",
     "SourceFormatError",

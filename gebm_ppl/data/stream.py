@@ -39,10 +39,12 @@ class H5Array:
     ``[size, D]`` tensors (so ``for chunk in x.split(b)`` works as on a tensor).
 
     Chunks: the dataset's HDF5 chunks (``chunk_rows`` rows), or for a contiguous dataset blocks of
-    1 MiB of rows. :meth:`permutation` shuffles the order of the chunks, groups them into blocks
-    of ``block_bytes`` (default 64 MiB) and shuffles the rows within each block; a data set that
-    fits in one block gets ``torch.randperm(N, generator)``, the order the training loop uses for
-    a tensor, so streamed and in-memory training then see the same minibatches.
+    ``chunk_rows`` rows (default: 1 MiB of rows); the chunked passes (the finiteness check and
+    fingerprint of :func:`scan`) read one chunk at a time. :meth:`permutation` shuffles the order
+    of the chunks, groups them into blocks of ``block_bytes`` (default 64 MiB) and shuffles the
+    rows within each block; a data set that fits in one block gets ``torch.randperm(N, generator)``,
+    the order the training loop uses for a tensor, so streamed and in-memory training then see the
+    same minibatches.
 
     Memory bound: one read holds the rows it returns (``len(idx) × D``; a contiguous span of at
     most 4 × ``len(idx)`` rows when the indices are dense), ``split(size)`` one ``size × D``
@@ -56,6 +58,8 @@ class H5Array:
         dtype: dtype of the returned tensors (default float32).
         device: device of the returned tensors (default CPU).
         block_bytes: shuffle block and HDF5 chunk-cache size in bytes.
+        chunk_rows: rows per chunk of a contiguous dataset (ignored for a chunked one, whose
+            HDF5 chunks are used).
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -71,6 +75,7 @@ class H5Array:
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
         block_bytes: int = _BLOCK_BYTES,
+        chunk_rows: int | None = None,
     ):
         import h5py
 
@@ -79,6 +84,9 @@ class H5Array:
         if isinstance(block_bytes, bool) or not isinstance(block_bytes, int) or block_bytes < 1:
             raise ValueError(f"'block_bytes' should be a positive integer. Got {block_bytes!r}.")
         self.block_bytes = block_bytes
+        bad_rows = isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1
+        if chunk_rows is not None and bad_rows:
+            raise ValueError(f"'chunk_rows' should be None or a positive integer. Got {chunk_rows!r}.")
         if not Path(self.path).is_file():
             raise FileNotFoundError(f"H5Array: no HDF5 file at {self.path!r}.")
         with h5py.File(self.path, "r") as f:
@@ -96,7 +104,10 @@ class H5Array:
         self.shape = torch.Size(shape)
         row_bytes = shape[1] * self.file_dtype.itemsize
         self.chunked = chunks is not None
-        self.chunk_rows = int(chunks[0]) if chunks is not None else max(1, _VIRTUAL_CHUNK_BYTES // row_bytes)
+        if chunks is not None:
+            self.chunk_rows = int(chunks[0])
+        else:
+            self.chunk_rows = chunk_rows if chunk_rows is not None else max(1, _VIRTUAL_CHUNK_BYTES // row_bytes)
         self.block_chunks = max(1, block_bytes // (self.chunk_rows * row_bytes))
         self._file = None
         self._pid = None
@@ -221,13 +232,13 @@ class H5Array:
         return torch.cat(parts)
 
 
-def scan(x: H5Array, batch_size: int | None = None) -> tuple[list[float], int | None, int]:
-    """One chunked pass over ``x``: (fingerprint, first non-finite row or None, number of such rows).
+def scan(x: H5Array) -> tuple[list[float], int | None, int]:
+    """One pass over ``x``, a chunk at a time: (fingerprint, first non-finite row or None, number of such rows).
 
     The fingerprint is [N, D, Σx, Σx²] in float64, the same quantities as
     :func:`gebm_ppl.training._data.fingerprint` of the tensor (equal to float64 rounding).
     """
-    size = batch_size or max(x.chunk_rows, 65_536)
+    size = x.chunk_rows
     total = total_sq = 0.0
     first, bad = None, 0
     for start in range(0, x.shape[0], size):
