@@ -1,61 +1,69 @@
 """Reference flows for the UCI benchmark: nflows MAF and an autoregressive rational-quadratic spline flow.
 
-Each is a small ``nn.Module`` adapter with ``dim``, ``config``, ``log_prob(x) -> [N]`` and
-``sample(n)``, so that :func:`gebm_ppl.fit_mle` trains it like any base.
+Both are gebm_ppl density bases (:class:`gebm_ppl.TransformBase`, like :class:`gebm_ppl.RealNVP`):
+T: data → noise is the nflows composite transform, the generator is G = T⁻¹ and
+log g(x) = log N(T(x); 0, I) + log|det ∂T(x)/∂x|. So :func:`gebm_ppl.fit_mle` trains them and they
+serve as GEBM bases (``sample``, ``forward``, ``log_prob``); G is sequential, D network passes per
+autoregressive layer, so sampling costs about D times a density evaluation.
 """
 
 from __future__ import annotations
 
-import torch
-from nflows.distributions import StandardNormal
-from nflows.flows import Flow, MaskedAutoregressiveFlow
+from typing import Any
+
 from nflows.transforms import (
     CompositeTransform,
+    MaskedAffineAutoregressiveTransform,
     MaskedPiecewiseRationalQuadraticAutoregressiveTransform,
     ReversePermutation,
 )
-from torch import Tensor, nn
+from torch import Tensor
+
+import gebm_ppl as gp
 
 __all__ = ["FLOWS", "MAF", "NSF"]
 
 
-class _FlowAdapter(nn.Module):
-    """Wraps an nflows ``Flow``: ``log_prob(x)`` ``[N, D] → [N]``, ``sample(n)`` ``→ [n, D]``."""
+class _NflowsBase(gp.TransformBase):
+    """A density base from an nflows transform T (data → noise): G = T⁻¹; ``config`` rebuilds it."""
 
-    flow: Flow
-
-    def __init__(self, dim: int, **config):
-        super().__init__()
-        self.dim = int(dim)
-        self._config = {"dim": self.dim, **config}
+    def __init__(self, transform: CompositeTransform, dim: int, config: dict):
+        super().__init__(transform, dim, direction="normalize")
+        self._config = {"dim": int(dim), **config}
 
     @property
     def config(self) -> dict:
         return dict(self._config)
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        return self.flow.log_prob(x)
+    @staticmethod
+    def _adopt(transform: Any, direction: str | None) -> tuple[Any, str, bool]:
+        return transform, "normalize", False  # an nflows transform (data → noise), flipped below
 
-    @torch.no_grad()
-    def sample(self, n: int) -> Tensor:
-        return self.flow.sample(n)
+    def _generate(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return self.transform.inverse(z)
+
+    def _normalize(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.transform.forward(x)
 
 
-class MAF(_FlowAdapter):
+class MAF(_NflowsBase):
     """Masked autoregressive flow (Papamakarios et al., 2017, https://arxiv.org/abs/1705.07057).
 
-    nflows' ``MaskedAutoregressiveFlow``: ``num_layers`` MADE affine layers with reversed orders
-    between them, each with ``num_blocks`` residual blocks of width ``hidden_features``.
+    As nflows' ``MaskedAutoregressiveFlow``: ``num_layers`` × (reverse permutation, MADE affine layer
+    with ``num_blocks`` residual blocks of width ``hidden_features``), on a standard normal.
     """
 
     def __init__(self, dim: int, hidden_features: int = 128, num_layers: int = 5, num_blocks: int = 2):
-        super().__init__(dim, hidden_features=hidden_features, num_layers=num_layers, num_blocks=num_blocks)
-        self.flow = MaskedAutoregressiveFlow(
-            features=dim, hidden_features=hidden_features, num_layers=num_layers, num_blocks_per_layer=num_blocks
-        )
+        layers = []
+        for _ in range(num_layers):
+            layers.append(ReversePermutation(dim))
+            layers.append(MaskedAffineAutoregressiveTransform(features=dim, hidden_features=hidden_features,
+                                                              num_blocks=num_blocks))  # fmt: skip
+        super().__init__(CompositeTransform(layers), dim,
+                         dict(hidden_features=hidden_features, num_layers=num_layers, num_blocks=num_blocks))
 
 
-class NSF(_FlowAdapter):
+class NSF(_NflowsBase):
     """Autoregressive neural spline flow (Durkan et al., 2019, https://arxiv.org/abs/1906.04032).
 
     ``num_layers`` masked autoregressive rational-quadratic spline transforms (``num_bins`` bins on
@@ -71,14 +79,6 @@ class NSF(_FlowAdapter):
         num_bins: int = 8,
         tail_bound: float = 5.0,
     ):
-        super().__init__(
-            dim,
-            hidden_features=hidden_features,
-            num_layers=num_layers,
-            num_blocks=num_blocks,
-            num_bins=num_bins,
-            tail_bound=float(tail_bound),
-        )
         layers = []
         for _ in range(num_layers):
             layers.append(
@@ -92,7 +92,9 @@ class NSF(_FlowAdapter):
                 )
             )
             layers.append(ReversePermutation(dim))
-        self.flow = Flow(CompositeTransform(layers), StandardNormal([dim]))
+        config = dict(hidden_features=hidden_features, num_layers=num_layers, num_blocks=num_blocks,
+                      num_bins=num_bins, tail_bound=float(tail_bound))  # fmt: skip
+        super().__init__(CompositeTransform(layers), dim, config)
 
 
-FLOWS: dict[str, type[_FlowAdapter]] = {"maf": MAF, "nsf": NSF}
+FLOWS: dict[str, type[_NflowsBase]] = {"maf": MAF, "nsf": NSF}

@@ -11,12 +11,14 @@ from pathlib import Path
 
 from gebm_ppl.runs import parse_override, set_dotted, validate_config
 
-__all__ = ["CONFIG_DIR", "EPOCH_KEYS", "apply_override", "load_config", "parse_override", "run_config"]
+__all__ = ["CONFIG_DIR", "EPOCH_KEYS", "PAPER_CONFIG_DIR", "apply_override", "load_config", "parse_override",
+           "run_config"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "models" / "uci"
+PAPER_CONFIG_DIR = CONFIG_DIR.parent / "uci-paper"  # --protocol kexpfam-paper reads these when present
 # the sections whose "epochs" --epochs sets
 EPOCH_KEYS = ("mle.epochs", "kale.epochs", "kale_joint.epochs", "maf.epochs", "nsf.epochs")
-_SECTIONS = {"realnvp", "mle", "energy", "kale", "kale_joint", "maf", "nsf", "eval"}
+_SECTIONS = {"realnvp", "mle", "energy", "kale", "kale_joint", "maf", "nsf", "eval", "select"}
 
 apply_override = set_dotted
 """Set the dotted key of a configuration (:func:`gebm_ppl.runs.set_dotted`)."""

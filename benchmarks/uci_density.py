@@ -1,27 +1,35 @@
-"""UCI density benchmark: RealNVP (MLE), GEBMs trained by KALE, and MAF / NSF references; test NLL in nats.
+"""UCI density benchmark: MLE flows with validation-chosen regularisation, GEBMs by KALE on them; test NLL in nats.
 
-For each dataset and seed:
+For each dataset and seed (one job, :func:`uci_job.run_job`), on the same split:
 
-* ``realnvp``: a RealNVP base G_θ fitted by maximum likelihood with early stopping;
-* ``gebm-frozen``: that base, frozen, with an energy E (and c) trained by KALE;
-* ``gebm-joint``: base and energy trained by KALE, starting from the MLE base (and, by default,
-  from the frozen GEBM's energy, ``kale_joint.init_energy = "frozen"``);
-* ``maf``, ``nsf``: nflows masked autoregressive flow and autoregressive rational-quadratic spline
-  flow fitted by maximum likelihood.
+* ``realnvp``, ``maf``, ``nsf``: RealNVP, nflows MAF and an autoregressive spline flow by maximum likelihood
+  with early stopping, as configured (no input noise, no weight decay);
+* ``realnvp-reg``, ``maf-reg``, ``nsf-reg``: the same flows with regularisation chosen on the validation
+  split only: a coordinate search over the grid of ``[select.flow]`` (Gaussian input noise σ, weight
+  decay, width; the same grid for every flow; the plain flow is its first point);
+* ``gebm-frozen``: the chosen flow of kind ``[select] gebm_base`` as base, frozen, with an energy E
+  (and c) trained by KALE, its settings (``[select.energy]``) chosen by the GEBM's validation NLL;
+* ``gebm-joint``: base and energy trained on by KALE from there.
 
-Flows report their exact test NLL. GEBMs report the importance-sampling NLL
-−mean[log g_θ(x) − E(x)] + Â with Â = logmeanexp(−E(G_θ(z_i))) over ≥ 10⁵ fresh base draws
-(its delta-method standard error and ESS beside it), and the KALE upper bound NLL_base − F(E, c).
-Every method is also compared per test example with the MLE RealNVP of the same seed (the paired
-difference and its standard error). Results: a markdown table on stdout, ``<out>/uci_density.json``,
-``<out>/uci_density.h5`` (per-example test NLLs) and ``<out>/uci_density.png``.
+Flows report their exact test NLL; GEBMs the importance-sampling NLL −mean[log g_θ(x) − E(x)] + Â with
+Â from ≥ 10⁵ fresh base draws (standard error and ESS beside it) and the KALE bound NLL_base − F(E, c).
+NLLs are in the whitened coordinates the models see and in the data's original units
+(NLL_orig = NLL_white − log|det W|, :func:`gebm_ppl.units.nll_to_original`). Each method is compared per
+test example with the flows of the same split (paired differences, pooled over seeds), with median and
+trimmed means and the test points that dominate the means named. Jobs run in ``--workers`` processes
+(one torch thread each); every job seeds itself, so results do not depend on the worker count.
+Results: a markdown table on stdout, ``<out>/uci_density.json``, ``<out>/uci_density.h5`` (per-example
+test NLLs) and ``<out>/uci_density.png``.
 
 Usage::
 
-    python benchmarks/uci_density.py                      # red-wine, white-wine, parkinsons; 1 seed
-    python benchmarks/uci_density.py --seeds 3            # seeds 0, 1, 2: error bars over seeds
+    python benchmarks/uci_density.py                      # red-wine, white-wine, parkinsons; 3 seeds, 2 workers
+    python benchmarks/uci_density.py --seeds 1            # one seed
     python benchmarks/uci_density.py --full               # paper scale: 5 seeds, all kexpfam sets present
+    python benchmarks/uci_density.py --protocol kexpfam-paper   # the GEBM paper's preprocessing (models/uci-paper)
     python benchmarks/uci_density.py --datasets red-wine --methods realnvp,gebm-frozen --set kale.epochs=20
+
+Length: the driver (arguments, configurations, the worker pool, run metadata) in one place.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import os
 import platform
 import sys
 import time
-import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -40,115 +48,37 @@ import torch
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # the helpers beside this file; the repository's gebm_ppl
 
-from uci_config import EPOCH_KEYS, apply_override, load_config, parse_override  # noqa: E402
-from uci_methods import evaluate, flow_nll, run_flow, run_kale, run_realnvp  # noqa: E402
-from uci_report import METHODS, summarise, write_outputs  # noqa: E402
+from uci_config import CONFIG_DIR, EPOCH_KEYS, PAPER_CONFIG_DIR, apply_override, load_config, parse_override  # noqa: E402
+from uci_job import METHODS, check_select, job_entry, worker_init  # noqa: E402
+from uci_report import summarise, write_outputs  # noqa: E402
 
 import gebm_ppl as gp  # noqa: E402
 from gebm_ppl.data import DataNotFoundError  # noqa: E402
-from gebm_ppl.evaluation import paired_difference, stderr  # noqa: E402
 
 DEFAULT_DATASETS = ("red-wine", "white-wine", "parkinsons")
 FULL_DATASETS = ("red-wine", "white-wine", "parkinsons", "hepmass", "miniboone")
 
 
-class MethodFailed(Exception):
-    """A method could not produce a finite result (its message goes into the table and JSON)."""
+def run_jobs(jobs: list[tuple], workers: int, threads: int, bar) -> dict[tuple[str, int], list[dict]]:
+    """Run the (dataset, seed) jobs, in ``workers`` processes when > 1 (spawned, ``threads`` torch threads
+    each); longest-first by the configuration's data size is the caller's order. Returns rows per job."""
+    out = {}
+    if workers <= 1:
+        for job in jobs:
+            dataset, seed, rows = job_entry(job)
+            out[(dataset, seed)] = rows
+            bar.update(1)
+        return out
+    import multiprocessing as mp
 
-
-# ------------------------------------------------------------------------------------------ driver
-def run_one(dataset: str, seed: int, cfg: dict, methods: list[str], args, bar) -> list[dict]:
-    """All methods on one (dataset, seed); failures are recorded, never raised."""
-    device = torch.device(args.device)
-    progress = False if args.no_progress else None
-    try:
-        data = gp.data.load(dataset, data_dir=args.data_dir, seed=seed)
-    except (OSError, ValueError) as e:  # no data: every method of this (dataset, seed) fails with the reason
-        message = f"data: {type(e).__name__}: {str(e).splitlines()[0]}"[:300]
-        print(f"{dataset}: {e}", file=sys.stderr)
-        bar.update(len(methods))
-        return [{"dataset": dataset, "seed": seed, "method": m, "status": "failed", "message": message,
-                 "wall_time": 0.0} for m in METHODS if m in methods]  # fmt: skip
-    results: dict[str, dict] = {}
-    models: dict[str, object] = {}
-    per_example: dict[str, np.ndarray] = {}
-
-    def attempt(method: str, fn):
-        bar.set_description(f"{dataset} seed {seed}: {method}")
-        if not args.quiet and bar.disable:  # off a terminal: one line when each method starts
-            print(f"{dataset} seed {seed} {method}: started", file=sys.stderr, flush=True)
-        rec = {"dataset": dataset, "seed": seed, "method": method, "status": "ok", "message": None}
-        t0 = time.perf_counter()
-        try:
-            info, model, nll, extra = fn()
-            if not np.isfinite(nll).all():
-                raise MethodFailed(f"non-finite test NLL on {int((~np.isfinite(nll)).sum())} test examples")
-            rec.update(info)
-            rec.update(extra)
-            rec["test_nll"] = float(nll.mean())
-            rec["test_nll_se"] = stderr(nll)
-            rec["test_nll_median"] = float(np.median(nll))
-            rec["test_nll_max"] = float(nll.max())
-            models[method], per_example[method] = model, nll
-        except Exception as e:  # a failing method is recorded, never crashes the run
-            rec["status"] = "failed"
-            rec["message"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-            if args.verbose:
-                traceback.print_exc()
-        rec["wall_time"] = time.perf_counter() - t0
-        results[method] = rec
-        bar.update(1)
-        if not args.quiet:
-            what = f"test NLL {rec['test_nll']:.3f}" if rec["status"] == "ok" else f"FAILED: {rec['message']}"
-            bar.write(f"{dataset} seed {seed} {method}: {what} ({rec['wall_time']:.0f} s)", file=sys.stderr)
-
-    def flow_result(kind):
-        def fn():
-            if kind == "realnvp":
-                info, model = run_realnvp(data, cfg, seed, device, progress)
-            else:
-                info, model = run_flow(kind, data, cfg, seed, device, progress)
-            return info, model, flow_nll(model, data.test, device), {}
-
-        return fn
-
-    def gebm_result(joint: bool):
-        def fn():
-            if "realnvp" not in models:
-                raise MethodFailed("needs the MLE RealNVP base, which failed or was not run")
-            energy = getattr(models.get("gebm-frozen"), "energy", None)
-            info, gebm = run_kale(data, models["realnvp"], cfg, seed, device, progress, joint=joint, energy=energy)
-            figures, nll = evaluate(gebm, data.test, cfg, seed)
-            return info, gebm, nll, figures
-
-        return fn
-
-    needs_base = any(m in methods for m in ("gebm-frozen", "gebm-joint"))
-    for method in METHODS:
-        if method == "realnvp" and (method in methods or needs_base):
-            attempt("realnvp", flow_result("realnvp"))
-        elif method in ("maf", "nsf") and method in methods:
-            attempt(method, flow_result(method))
-        elif method == "gebm-frozen" and method in methods:
-            attempt(method, gebm_result(joint=False))
-        elif method == "gebm-joint" and method in methods:
-            attempt(method, gebm_result(joint=True))
-
-    # paired differences per test example against the references of the same seed: Δ NLL = method − reference
-    for method, rec in results.items():
-        if rec["status"] != "ok":
-            continue
-        rec["paired"] = {}
-        for ref in ("realnvp", "maf", "nsf"):
-            if ref == method or ref not in per_example:
-                continue
-            # Â's error shifts every example of a GEBM alike
-            mean, se = paired_difference(per_example[method], per_example[ref], rec.get("log_partition_stderr", 0.0))
-            rec["paired"][ref] = {"mean": mean, "se": se}
-    for method, rec in results.items():
-        rec["per_example_test_nll"] = per_example.get(method)
-        rec["data"] = {"sizes": data.metadata["sizes"], "dim": data.dim, "protocol": data.metadata["protocol"]}
-    return [results[m] for m in METHODS if m in results and (m in methods)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=worker_init,
+                             initargs=(threads,)) as pool:  # fmt: skip
+        futures = [pool.submit(job_entry, job) for job in jobs]
+        for f in as_completed(futures):
+            dataset, seed, rows = f.result()
+            out[(dataset, seed)] = rows
+            bar.update(1)
+    return out
 
 
 def _load() -> float | None:
@@ -188,13 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--datasets", help=f"comma-separated (default: {','.join(DEFAULT_DATASETS)}; "
                                       "--full: every kexpfam dataset whose files are present)")  # fmt: skip
-    p.add_argument("--seeds", help="number of seeds (0..N-1) or a comma-separated list (default 1; --full: 5)")
+    p.add_argument("--seeds", help="number of seeds (0..N-1) or a comma-separated list (default 3; --full: 5)")
     p.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
     p.add_argument("--full", action="store_true", help="paper-scale protocol: the [full] tables of the configs")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--data-dir", help="folder with the UCI files (else $GEBM_DATA_DIR, the user cache, download)")
     p.add_argument("--out", default="results", help="output folder (default results/)")
-    p.add_argument("--config-dir", help="folder of <dataset>.toml configurations (default models/uci)")
+    p.add_argument("--config-dir", help="folder of <dataset>.toml configurations (default models/uci; "
+                                        "models/uci-paper with --protocol kexpfam-paper when it exists)")
+    p.add_argument("--protocol", help="data protocol passed to gebm_ppl.data.load (default: the dataset's own, "
+                                      "kexpfam; kexpfam-paper: the GEBM paper's preprocessing)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="(dataset, seed) jobs run in this many processes (default 2; results do not depend on it)")
     p.add_argument(
         "--set",
         action="append",
@@ -218,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.workers < 1:
+        raise SystemExit(f"--workers should be >= 1. Got {args.workers}.")
+    config_dir = args.config_dir
+    if config_dir is None and args.protocol == "kexpfam-paper" and PAPER_CONFIG_DIR.is_dir():
+        config_dir = PAPER_CONFIG_DIR
     methods = _parse_list(args.methods, METHODS, "methods") or list(METHODS)
     datasets = _parse_list(args.datasets, gp.data.dataset_names(), "datasets")
     skipped = []
@@ -235,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [parse_override(s) for s in args.set]
     configs = {}
     for name in datasets:
-        cfg = load_config(name, full=args.full, config_dir=args.config_dir)
+        cfg = load_config(name, full=args.full, config_dir=config_dir)
         for key in EPOCH_KEYS if args.epochs else ():
             apply_override(cfg, key, args.epochs)
         if args.eval_samples:
@@ -243,22 +183,27 @@ def main(argv: list[str] | None = None) -> int:
         for ds, key, value in overrides:
             if ds is None or ds == name:
                 apply_override(cfg, key, value)
+        try:
+            check_select(cfg)
+        except ValueError as e:
+            raise SystemExit(f"{cfg.get('source', name)}: {e}") from e
         configs[name] = cfg
     seed_counts = {configs[n].get("seeds", 1) for n in datasets} or {1}
     seeds = _parse_seeds(args.seeds, max(seed_counts))
 
     from tqdm.auto import tqdm
 
-    rows: list[dict] = []
+    opts = {"device": args.device, "data_dir": args.data_dir, "protocol": args.protocol, "quiet": args.quiet,
+            "verbose": args.verbose}  # fmt: skip
+    jobs = [(name, seed, configs[name], methods, opts) for name in datasets for seed in seeds]
     load_start = _load()
-    t_start = time.perf_counter()
-    n_methods = len(set(methods) | ({"realnvp"} if {"gebm-frozen", "gebm-joint"} & set(methods) else set()))
-    with tqdm(total=len(datasets) * len(seeds) * n_methods, unit="fit", disable=args.no_progress or None,
-              file=sys.stderr) as bar:  # fmt: skip
-        for name in datasets:
-            for seed in seeds:
-                rows.extend(run_one(name, seed, configs[name], methods, args, bar))
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    with tqdm(total=len(jobs), unit="job", disable=args.no_progress or None, file=sys.stderr) as bar:
+        by_job = run_jobs(jobs, min(args.workers, len(jobs)), args.threads or 1, bar)
     total = time.perf_counter() - t_start
+    rows = [r for name in datasets for seed in seeds for r in by_job[(name, seed)]]  # a fixed order
+    job_cpu = {f"{name}/seed{seed}": next((r["job"]["cpu_time"] for r in by_job[(name, seed)] if "job" in r), 0.0)
+               for name in datasets for seed in seeds}  # fmt: skip
 
     run_info = {
         "command": " ".join(["python benchmarks/uci_density.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -268,8 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         "methods": methods,
         "full": args.full,
         "device": str(args.device),
-        "threads": torch.get_num_threads(),
+        "threads": args.threads or 1,
+        "workers": min(args.workers, len(jobs)),
+        "protocol": args.protocol,
+        "config_dir": str(config_dir or CONFIG_DIR),
         "wall_time": total,
+        "cpu_time": {"jobs": job_cpu, "total_jobs": float(sum(job_cpu.values())),
+                     "driver": time.process_time() - cpu_start},
         "configs": configs,
         "versions": {"gebm_ppl": gp.__version__, "torch": torch.__version__, "python": platform.python_version(),
                      "numpy": np.__version__},

@@ -23,7 +23,11 @@ import gebm_ppl as gp
 from gebm_ppl import runs
 from gebm_ppl.evaluation import evaluate_gebm, low_ess_warning
 
-__all__ = ["flow_nll", "run_flow", "run_kale", "run_realnvp", "evaluate"]
+__all__ = ["FLOW_SECTIONS", "evaluate", "flow_nll", "run_flow", "run_flow_point", "run_kale", "run_realnvp",
+           "with_point"]
+
+# where each flow's architecture and MLE options live in a benchmark configuration
+FLOW_SECTIONS = {"realnvp": ("realnvp", "mle"), "maf": ("maf", "maf"), "nsf": ("nsf", "nsf")}
 
 
 def seed_for(dataset: str, seed: int, method: str) -> int:
@@ -92,6 +96,32 @@ def run_kale(data, base, cfg: dict, seed: int, device, progress, *, joint: bool,
                                progress=progress)
     return {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(gebm.energy),
             "started_from": started_from}, gebm  # fmt: skip
+
+
+def with_point(cfg: dict, point: dict, kind: str | None = None) -> dict:
+    """A copy of ``cfg`` with a grid point applied: keys ``"section.key"`` as they are, and for a flow
+    ``kind`` the flow keys ``hidden_features`` (its architecture section), ``noise_std`` and
+    ``weight_decay`` (its MLE options)."""
+    cfg = copy.deepcopy(cfg)
+    for key, value in point.items():
+        if "." in key:
+            section, name = key.split(".", 1)
+        elif kind is not None:
+            arch, options = FLOW_SECTIONS[kind]
+            section, name = (arch if key == "hidden_features" else options), key
+        else:
+            raise ValueError(f"grid key {key!r} should be 'section.key' outside a flow's grid.")
+        cfg.setdefault(section, {})[name] = value
+    return cfg
+
+
+def run_flow_point(kind: str, data, cfg: dict, seed: int, device, progress, point: dict) -> tuple[dict, object]:
+    """Flow ``kind`` (``realnvp``, ``maf`` or ``nsf``) trained at a grid point (see :func:`with_point`); the
+    same weight initialisation seed at every point, so the configuration's own point is the plain method."""
+    cfg = with_point(cfg, point, kind)
+    if kind == "realnvp":
+        return run_realnvp(data, cfg, seed, device, progress)
+    return run_flow(kind, data, cfg, seed, device, progress)
 
 
 def evaluate(gebm, x: np.ndarray, cfg: dict, seed: int) -> tuple[dict, np.ndarray]:

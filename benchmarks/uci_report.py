@@ -1,78 +1,111 @@
-"""Reporting for the UCI benchmark: summaries over seeds, the markdown table, JSON, HDF5 and the PNG plot."""
+"""Reporting for the UCI benchmark: summaries over seeds, the markdown tables, JSON, HDF5 and the PNG plot.
+
+Length: the summary and the tables it feeds (NLLs in two units, the verdict against the best flow,
+robust means, the validation choices, dominant points, costs) change together, so they stay in one file.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from uci_job import GEBMS, METHODS, REFERENCES
+from uci_stats import dominant_points, lpt_makespan, mean_se, pooled_paired, trimmed_mean
 
 from gebm_ppl._io import atomic_open
 
-__all__ = ["LABELS", "METHODS", "format_table", "summarise", "write_outputs"]
+__all__ = ["LABELS", "METHODS", "format_table", "outliers", "summarise", "write_outputs"]
 
-METHODS = ("realnvp", "gebm-frozen", "gebm-joint", "maf", "nsf")
 LABELS = {
     "realnvp": "RealNVP (MLE)",
-    "gebm-frozen": "GEBM: KALE energy, frozen base",
-    "gebm-joint": "GEBM: KALE base + energy",
+    "realnvp-reg": "RealNVP (MLE, val-selected reg.)",
     "maf": "MAF (MLE)",
+    "maf-reg": "MAF (MLE, val-selected reg.)",
     "nsf": "NSF (MLE)",
+    "nsf-reg": "NSF (MLE, val-selected reg.)",
+    "gebm-frozen": "GEBM: KALE energy on the chosen flow (frozen)",
+    "gebm-joint": "GEBM: KALE base + energy",
+    "best-flow": "best validation flow",
 }
-GEBMS = ("gebm-frozen", "gebm-joint")
-REFERENCES = ("realnvp", "maf", "nsf")
+SHORT = {"noise_std": "σ", "weight_decay": "wd", "hidden_features": "width", "energy.hidden": "hidden",
+         "kale.penalty": "λ", "kale.energy_l2": "ℓ2", "kale.noise_factor": "noise factor",
+         "kale.energy_lr": "lr"}  # fmt: skip
 
 
 def _finite(x) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _mean_se(values: list[float], per_example_se: float | None) -> tuple[float, float | None, str]:
-    """Mean and standard error: over seeds when there are several, else the per-example one."""
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size >= 2:
-        return float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(arr.size)), "seeds"
-    return float(arr.mean()), per_example_se, "test examples"
+def _label(point: dict) -> str:
+    return ", ".join(f"{SHORT.get(k, k)}={v}" for k, v in point.items()) or "as configured"
 
 
 def summarise(rows: list[dict], datasets: list[str], methods: list[str]) -> list[dict]:
-    """One summary per (dataset, method): NLL mean ± se, paired differences, GEBM figures, wall time, failures."""
+    """One summary per (dataset, method): NLL mean ± se over seeds in both units, pooled per-example figures
+    (median, trimmed mean, paired differences against every reference), choices, costs, failures."""
     out = []
     for ds in datasets:
+        ds_rows = [r for r in rows if r["dataset"] == ds]
+        # per seed: the per-example NLLs of every reference (and of the best validation flow)
+        refs: dict[int, dict[str, np.ndarray]] = {}
+        for r in ds_rows:
+            if r["status"] == "ok" and r.get("per_example_test_nll") is not None:
+                refs.setdefault(r["seed"], {})[r["method"]] = np.asarray(r["per_example_test_nll"], np.float64)
+        for seed, by in refs.items():
+            best = next((r.get("best_flow") for r in ds_rows if r["seed"] == seed and r.get("best_flow")), None)
+            if best in by:
+                by["best-flow"] = by[best]
         for m in METHODS:
-            if m not in methods:
-                continue
-            runs = [r for r in rows if r["dataset"] == ds and r["method"] == m]
+            runs = [r for r in ds_rows if r["method"] == m]
             if not runs:
                 continue
             ok = [r for r in runs if r["status"] == "ok"]
             s = {
-                "dataset": ds,
-                "method": m,
-                "label": LABELS[m],
-                "seeds": [r["seed"] for r in runs],
-                "n_ok": len(ok),
-                "n_failed": len(runs) - len(ok),
+                "dataset": ds, "method": m, "label": LABELS[m], "seeds": [r["seed"] for r in runs],
+                "n_ok": len(ok), "n_failed": len(runs) - len(ok),
                 "failures": [{"seed": r["seed"], "message": r["message"]} for r in runs if r["status"] != "ok"],
                 "wall_time": float(np.mean([r["wall_time"] for r in runs])),
+                "cpu_time": float(np.mean([r.get("cpu_time", 0.0) for r in runs])),
                 "status": "ok" if ok else "failed",
                 "warnings": [{"seed": r["seed"], "message": r["warning"]} for r in ok if r.get("warning")],
-            }
+            }  # fmt: skip
             if ok:
                 single = ok[0] if len(ok) == 1 else None
-                s["test_nll"], s["test_nll_se"], s["se_over"] = _mean_se(
-                    [r["test_nll"] for r in ok], single["test_nll_se"] if single else None
-                )
-                s["val_nll"] = float(np.mean([r["val_nll"] for r in ok if _finite(r.get("val_nll"))] or [np.nan]))
-                s["test_nll_median"] = float(np.mean([r.get("test_nll_median", np.nan) for r in ok]))
-                s["epochs"] = [r["history"]["epochs"] for r in ok]
+                s["test_nll"], s["test_nll_se"], s["se_over"] = mean_se(
+                    [r["test_nll"] for r in ok], single["test_nll_se"] if single else None)
+                dets = [r.get("log_abs_det") for r in ok]
+                if all(_finite(d) for d in dets):
+                    s["log_abs_det"] = float(np.mean(dets))
+                    s["test_nll_orig"], s["test_nll_orig_se"], _ = mean_se(
+                        [r["test_nll"] - d for r, d in zip(ok, dets, strict=True)],
+                        single["test_nll_se"] if single else None)
+                vals = [r["val_nll"] for r in ok if _finite(r.get("val_nll"))]
+                s["val_nll"] = float(np.mean(vals)) if vals else None
+                pooled = np.concatenate([np.asarray(r["per_example_test_nll"], np.float64) for r in ok])
+                s.update(test_nll_median=float(np.median(pooled)), test_nll_trimmed=trimmed_mean(pooled, 0.1),
+                         test_nll_max=float(pooled.max()), n_test_pooled=int(pooled.size))
+                s["epochs"] = [r.get("history", {}).get("epochs") for r in ok]
+                s["choices"] = [{"seed": r["seed"], "point": r.get("point"), "chosen_trial": r.get("chosen_trial"),
+                                 "trials": len(r.get("trials") or []), "base_method": r.get("base_method"),
+                                 "val_nll_first": (r.get("trials") or [{}])[0].get("val_nll"),
+                                 "val_nll": r.get("val_nll")} for r in ok]  # fmt: skip
+                s["best_flow"] = [r.get("best_flow") for r in ok]
                 s["paired"] = {}
-                for ref in REFERENCES:
-                    pairs = [r["paired"][ref] for r in ok if ref in r.get("paired", {})]
-                    if len(pairs) == len(ok):
-                        mean, se, over = _mean_se([p["mean"] for p in pairs], pairs[0]["se"] if single else None)
-                        s["paired"][ref] = {"mean": mean, "se": se, "se_over": over}
+                for ref in (*REFERENCES, "base"):
+                    deltas, shifts = [], []
+                    for r in ok:
+                        by = refs.get(r["seed"], {})
+                        ref_name = r.get("base_method") if ref == "base" else ref
+                        if ref_name not in by or ref_name == m or (ref == "best-flow" and r.get("best_flow") == m):
+                            break
+                        deltas.append(np.asarray(r["per_example_test_nll"], np.float64) - by[ref_name])
+                        shifts.append(r.get("log_partition_stderr", 0.0))
+                    else:
+                        if deltas:
+                            s["paired"][ref] = pooled_paired(deltas, shifts)
                 if m in GEBMS:
                     for key in ("nll_bound", "base_nll", "log_partition", "c"):
                         s[key] = float(np.mean([r[key] for r in ok]))
@@ -83,6 +116,19 @@ def summarise(rows: list[dict], datasets: list[str], methods: list[str]) -> list
     return out
 
 
+def outliers(rows: list[dict], datasets: list[str], threshold: float = 0.05) -> dict[str, list[dict]]:
+    """Per dataset, the test points that alone move some method's mean by > ``threshold`` nats."""
+    out = {}
+    for ds in datasets:
+        per_seed: dict[int, dict[str, np.ndarray]] = {}
+        for r in rows:
+            if r["dataset"] == ds and r["status"] == "ok" and r.get("per_example_test_nll") is not None:
+                per_seed.setdefault(r["seed"], {})[r["method"]] = np.asarray(r["per_example_test_nll"], np.float64)
+        out[ds] = dominant_points(per_seed, threshold)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ tables
 def _fmt(x, se=None, digits=2) -> str:
     if not _finite(x):
         return "n/a"
@@ -91,31 +137,16 @@ def _fmt(x, se=None, digits=2) -> str:
     return f"{x:.{digits}f} ± {se:.{digits}f}"
 
 
-def _cell(s: dict | None) -> str:
+def _cell(s: dict | None, key: str = "test_nll") -> str:
     if s is None:
         return "—"
     if s["status"] != "ok":
         msg = s["failures"][0]["message"] if s["failures"] else "failed"
-        return f"failed ({msg[:60]})".replace("|", "/")
-    text = _fmt(s["test_nll"], s["test_nll_se"])
+        return f"failed ({msg[:50]})".replace("|", "/")
+    text = _fmt(s.get(key), s.get(f"{key}_se"))
     if s["n_failed"]:
         text += f" ({s['n_failed']}/{s['n_failed'] + s['n_ok']} seeds failed)"
     return text
-
-
-def _epochs_note(run_info: dict) -> str:
-    parts = []
-    for ds, cfg in run_info["configs"].items():
-        p = [f"RealNVP ≤{cfg['mle']['epochs']} (patience {cfg['mle'].get('patience')})"]
-        if "kale" in cfg:
-            p.append(f"KALE frozen {cfg['kale']['epochs']}")
-        if "kale_joint" in cfg:
-            p.append(f"KALE joint {cfg['kale_joint']['epochs']}")
-        for f in ("maf", "nsf"):
-            if f in cfg:
-                p.append(f"{f.upper()} ≤{cfg[f]['epochs']}")
-        parts.append(f"{ds}: " + ", ".join(p))
-    return "; ".join(parts)
 
 
 def _protocols(run_info: dict) -> str:
@@ -126,7 +157,6 @@ def _protocols(run_info: dict) -> str:
 
 
 def _machine_note(run_info: dict) -> str:
-    """", 2 CPUs, load average 1.2 → 3.4" (the machine and its load, on which the wall time depends)."""
     m = run_info.get("machine") or {}
     parts = [f"{m['cpus']} CPUs"] if m.get("cpus") else []
     if _finite(m.get("load_average_start")):
@@ -135,74 +165,161 @@ def _machine_note(run_info: dict) -> str:
     return "".join(f", {p}" for p in parts)
 
 
-def format_table(summary: list[dict], run_info: dict) -> str:
-    """The markdown report: NLL table, GEBM details (paired differences), training times."""
+def _cost_note(run_info: dict) -> str:
+    cpu = (run_info.get("cpu_time") or {}).get("jobs") or {}
+    if not cpu:
+        return ""
+    workers = run_info.get("workers", 1)
+    est = lpt_makespan(list(cpu.values()), 2)
+    return (f" CPU time of the jobs: {sum(cpu.values()) / 60:.1f} min in all, {max(cpu.values()) / 60:.1f} min for "
+            f"the longest; on a quiet 2-core machine with 2 workers that is ≈ {est / 60:.1f} min of wall time "
+            f"(longest-job-first schedule of the measured CPU times). This run used {workers} worker(s).")
+
+
+def _nll_table(summary, datasets, methods, key: str) -> list[str]:
+    by = {(s["dataset"], s["method"]): s for s in summary}
+    lines = ["| method | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+    for m in methods:
+        lines.append(f"| {LABELS[m]} | " + " | ".join(_cell(by.get((d, m)), key) for d in datasets) + " |")
+    return lines
+
+
+def _choice_text(s: dict) -> str:
+    parts = []
+    for c in s.get("choices", []):
+        if c["point"] is None:
+            continue
+        parts.append(f"seed {c['seed']}: {_label(c['point'])} ({c['trials']} tried)")
+    return "; ".join(parts) or "—"
+
+
+def format_table(summary: list[dict], run_info: dict, points: dict[str, list[dict]] | None = None) -> str:
+    """The markdown report (see the module docstring)."""
     methods = [m for m in METHODS if any(s["method"] == m for s in summary)]
     datasets = [d for d in run_info["datasets"] if any(s["dataset"] == d for s in summary)]
     by = {(s["dataset"], s["method"]): s for s in summary}
     seeds = run_info["seeds"]
     over = "seeds" if len(seeds) >= 2 else "test examples"
+    sizes = ", ".join(f"{d} D = {i[0]['dim']}, {i[0]['sizes']['test']} test rows"
+                      for d, i in run_info.get("data", {}).items() if i)  # fmt: skip
+    eval_n = min((s["num_samples"] for s in summary if s["method"] in GEBMS and "num_samples" in s), default=0)
     lines = [
         "## UCI density estimation: test NLL (nats per example, lower is better)",
         "",
         f"Seeds {seeds} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}); ± is the standard error over {over}. "
-        f"Protocol: {_protocols(run_info)}. Total wall time "
-        f"{run_info['wall_time'] / 60:.1f} min on {run_info['device']} ({run_info['threads']} torch threads"
-        f"{_machine_note(run_info)}).",
-        f"Training lengths (epochs): {_epochs_note(run_info)}.",
-        "GEBM NLL: importance sampling with Â from "
-        f"{min((s['num_samples'] for s in summary if s['method'] in GEBMS and 'num_samples' in s), default=0):,} "
-        "base samples, with the KALE upper bound NLL_base − F(E, c) beside it.",
+        f"Protocol: {_protocols(run_info)} ({sizes}). Total wall time {run_info['wall_time'] / 60:.1f} min on "
+        f"{run_info['device']} ({run_info.get('workers', 1)} worker processes × {run_info['threads']} torch thread"
+        f"{_machine_note(run_info)}).{_cost_note(run_info)}",
+        "Every hyperparameter choice (the flows' regularisation, the energy's settings, the training length by "
+        "early stopping) is made on the validation split of the same seed; test figures never enter a choice. "
+        f"GEBM NLL: importance sampling with Â from {eval_n:,} base samples.",
         "",
-    ]
-    head = ["dataset", "D", "n test", *(LABELS[m] for m in methods)]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for ds in datasets:
-        first = next(s for s in summary if s["dataset"] == ds)
-        info = next((r for r in run_info.get("data", {}).get(ds, [])), None)
-        dim = info["dim"] if info else first.get("dim", "")
-        n_test = info["sizes"]["test"] if info else ""
-        lines.append("| " + " | ".join([ds, str(dim), str(n_test), *(_cell(by.get((ds, m))) for m in methods)]) + " |")
+        "### Whitened units (the coordinates the models are fitted in)",
+        "",
+        *_nll_table(summary, datasets, methods, "test_nll"),
+        "",
+        "### Original units (NLL_orig = NLL_white − log|det W|, W the whitening of that seed's training split)",
+        "",
+        "NLLs of the dequantised (jittered) values: a density in the data's own units, not the probability of "
+        "the rounded measurements. Differences between methods are the same in both units.",
+        "",
+        *_nll_table(summary, datasets, methods, "test_nll_orig"),
+        "",
+        "log|det W| per dataset (mean over seeds): " + ", ".join(
+            f"{d} {by[(d, m)]['log_abs_det']:.3f}" for d in datasets for m in methods[:1]
+            if _finite(by.get((d, m), {}).get("log_abs_det"))) + ".",
+    ]  # fmt: skip
 
-    gebm_rows = [s for s in summary if s["method"] in GEBMS]
-    if gebm_rows:
-        lines += [
-            "",
-            "### GEBMs against the flows (paired per test example: Δ NLL = GEBM − flow; Δ < 0: the GEBM is better)",
-            "",
-            "| dataset | GEBM | IS NLL | KALE bound | Δ vs RealNVP | Δ/se | Δ vs MAF | Δ vs NSF | Â ± se | ESS | "
-            "goal: Δ < −2 se |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for s in gebm_rows:
-            if s["status"] != "ok":
-                lines.append(f"| {s['dataset']} | {s['method']} | {_cell(s)} | | | | | | | | no |")
+    # the verdict: each GEBM against the best validation flow of the same seed, paired and pooled
+    lines += ["", "### GEBMs against the best validation-chosen flow (paired per test example, pooled over seeds)", "",
+              "Δ NLL = GEBM − flow on the same test example (Δ < 0: the GEBM is better); se from all examples of all "
+              "seeds (and se(Â)); the per-seed means' mean ± se over seeds beside it.", "",
+              "| dataset | GEBM | best flow (per seed) | base | Δ vs best flow | Δ/se | median Δ | over seeds | "
+              "Δ vs its base | beats the best flow by > 2 se |",
+              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for d in datasets:
+        for m in GEBMS:
+            s = by.get((d, m))
+            if s is None:
                 continue
-            p = s["paired"]
-            rv = p.get("realnvp")
-            ratio = rv["mean"] / rv["se"] if rv and _finite(rv["se"]) and rv["se"] > 0 else float("nan")
-            goal = "yes" if rv and _finite(ratio) and ratio < -2 else "no"
-            cells = [
-                s["dataset"], s["method"], _fmt(s["test_nll"], s["test_nll_se"]), _fmt(s["nll_bound"]),
-                _fmt(rv["mean"], rv["se"]) if rv else "—", _fmt(ratio, digits=1),
-                _fmt(p["maf"]["mean"], p["maf"]["se"]) if "maf" in p else "—",
-                _fmt(p["nsf"]["mean"], p["nsf"]["se"]) if "nsf" in p else "—",
-                _fmt(s["log_partition"], s["log_partition_stderr"], 3), f"{s['ess']:,.0f}", goal,
-            ]  # fmt: skip
+            if s["status"] != "ok":
+                lines.append(f"| {d} | {m} | | | {_cell(s)} | | | | | no |")
+                continue
+            best = ", ".join(f"{k} ×{n}" for k, n in Counter(s["best_flow"]).items())
+            bases = ", ".join(sorted({c["base_method"] for c in s["choices"] if c.get("base_method")}))
+            p, pb = s["paired"].get("best-flow"), s["paired"].get("base")
+            ratio = p["mean"] / p["se"] if p and _finite(p["se"]) and p["se"] > 0 else float("nan")
+            verdict = "yes" if _finite(ratio) and ratio < -2 else "no"
+            cells = [d, m, best, bases, _fmt(p["mean"], p["se"]) if p else "—", _fmt(ratio, digits=1),
+                     _fmt(p["median"]) if p else "—", _fmt(p["seed_mean"], p["seed_se"]) if p else "—",
+                     _fmt(pb["mean"], pb["se"]) if pb else "—", verdict]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
 
-    lines += [
-        "",
-        "### Per method (test NLL median: robust to the outliers that dominate some means)",
-        "",
-        "| dataset | method | val NLL | test NLL median | epochs run | wall time (s) |",
-        "|---|---|---|---|---|---|",
-    ]
+    lines += ["", "### Paired differences against every flow (pooled over seeds; Δ = method − reference)", "",
+              "| dataset | method | " + " | ".join(LABELS[r] for r in REFERENCES if r != "best-flow") + " |",
+              "|---|---|" + "---|" * (len(REFERENCES) - 1)]  # fmt: skip
+    for d in datasets:
+        for m in methods:
+            s = by.get((d, m))
+            if s is None or s["status"] != "ok" or m in ("realnvp", "maf", "nsf"):
+                continue
+            cells = [_fmt(s["paired"][r]["mean"], s["paired"][r]["se"]) if r in s["paired"] else "—"
+                     for r in REFERENCES if r != "best-flow"]  # fmt: skip
+            lines.append(f"| {d} | {m} | " + " | ".join(cells) + " |")
+
+    lines += ["", "### Robust figures (whitened units, per-example NLLs pooled over seeds)", "",
+              "| dataset | method | mean | median | 10 % trimmed mean | max |", "|---|---|---|---|---|---|"]
+    for s in summary:
+        if s["status"] == "ok":
+            lines.append(f"| {s['dataset']} | {s['method']} | {_fmt(s['test_nll'])} | {_fmt(s['test_nll_median'])} "
+                         f"| {_fmt(s['test_nll_trimmed'])} | {_fmt(s['test_nll_max'], digits=1)} |")
+    if points is not None:
+        lines += ["", "### Test points that dominate the means", "",
+                  "Points whose NLL under some method exceeds that method's median by more than 0.05 nats × the "
+                  "number of test rows (each alone moves the mean by > 0.05 nats); index = row of that seed's test "
+                  "split (0-based), NLL in whitened units.", ""]  # fmt: skip
+        any_point = False
+        for d in datasets:
+            for p in points.get(d, []):
+                any_point = True
+                worst = sorted(p["nll"].items(), key=lambda kv: -kv[1])
+                text = ", ".join(f"{m} {v:.1f}" for m, v in worst)
+                lines.append(f"- {d}, seed {p['seed']}, test row {p['index']}: moves a mean by up to "
+                             f"{p['max_shift']:.2f} nats; NLL {text}")
+        if not any_point:
+            lines.append("- none")
+
+    lines += ["", "### Validation choices", "",
+              "Flows: coordinate search over the grid of `[select.flow]` (the same for every flow, starting at the "
+              "unregularised flow); energy: over `[select.energy]`. Val NLL: the first (unregularised) point → the "
+              "chosen one, mean over seeds.", "",
+              "| dataset | method | grid | val NLL | chosen point per seed |", "|---|---|---|---|---|"]  # fmt: skip
+    for d in datasets:
+        cfg = (run_info.get("configs") or {}).get(d, {})
+        sel = cfg.get("select", {})
+        for m in methods:
+            s = by.get((d, m))
+            if s is None or s["status"] != "ok" or not (m.endswith("-reg") or m == "gebm-frozen"):
+                continue
+            grid = sel.get("energy" if m == "gebm-frozen" else "flow", {})
+            firsts = [c["val_nll_first"] for c in s["choices"] if _finite(c.get("val_nll_first"))]
+            val = f"{np.mean(firsts):.2f} → {s['val_nll']:.2f}" if firsts and _finite(s.get("val_nll")) else "—"
+            lines.append(f"| {d} | {m} | {_label(grid)} | {val} | {_choice_text(s)} |")
+
+    lines += ["", "### GEBM details", "",
+              "| dataset | GEBM | IS NLL | KALE bound | Â ± se | ESS (min) | epochs |", "|---|---|---|---|---|---|---|"]
+    for s in summary:
+        if s["method"] in GEBMS and s["status"] == "ok":
+            lines.append(f"| {s['dataset']} | {s['method']} | {_fmt(s['test_nll'])} | {_fmt(s['nll_bound'])} | "
+                         f"{_fmt(s['log_partition'], s['log_partition_stderr'], 3)} | {s['ess']:,.0f} | "
+                         f"{', '.join(str(e) for e in s['epochs'])} |")
+    lines += ["", "### Cost per method (mean over seeds)", "",
+              "A `-reg` flow's cost is its whole grid (the plain flow's fit included); gebm-frozen's includes its "
+              "energy grid.", "", "| dataset | method | wall (s) | CPU (s) | epochs of the kept fit |",
+              "|---|---|---|---|---|"]  # fmt: skip
     for s in summary:
         epochs = ", ".join(str(e) for e in s.get("epochs", [])) or "—"
-        cells = [s["dataset"], s["method"], _fmt(s.get("val_nll")), _fmt(s.get("test_nll_median")), epochs,
-                 f"{s['wall_time']:.0f}"]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(f"| {s['dataset']} | {s['method']} | {s['wall_time']:.0f} | {s['cpu_time']:.0f} | {epochs} |")
     warnings = [(s, w) for s in summary for w in s.get("warnings", [])]
     if warnings:
         lines += ["", "### Warnings", ""]
@@ -210,16 +327,13 @@ def format_table(summary: list[dict], run_info: dict) -> str:
     failures = [(s, f) for s in summary for f in s["failures"]]
     if failures:
         lines += ["", "### Failures", ""]
-        for s, f in failures:
-            lines.append(f"- {s['dataset']} / {s['method']} / seed {f['seed']}: {f['message']}")
+        lines += [f"- {s['dataset']} / {s['method']} / seed {f['seed']}: {f['message']}" for s, f in failures]
     if run_info.get("skipped_datasets"):
         lines += ["", "Skipped (files not present): " + ", ".join(d["dataset"] for d in run_info["skipped_datasets"])]
-    if any(s["method"] == "gebm-joint" for s in summary):
-        lines += ["", "gebm-joint's wall time is its own KALE stage; it starts from the MLE base and, with "
-                  "kale_joint.init_energy = \"frozen\", from the gebm-frozen energy."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------------------ files
 def _clean(obj):
     """JSON-ready copy: numpy scalars to Python, non-finite floats to None, arrays dropped."""
     if isinstance(obj, dict):
@@ -250,8 +364,8 @@ def _write_h5(path: Path, rows: list[dict], summary: list[dict], run_info: dict)
             g.attrs["status"] = r["status"]
             g.attrs["message"] = r["message"] or ""
             g.attrs["result"] = json.dumps(_clean(r))
-            for key in ("test_nll", "test_nll_se", "wall_time", "val_nll", "log_partition", "log_partition_stderr",
-                        "ess", "nll_bound", "c"):  # fmt: skip
+            for key in ("test_nll", "test_nll_se", "wall_time", "cpu_time", "val_nll", "log_partition",
+                        "log_partition_stderr", "ess", "nll_bound", "c", "log_abs_det"):  # fmt: skip
                 if _finite(r.get(key)):
                     g.attrs[key] = float(r[key])
             nll = r.get("per_example_test_nll")
@@ -267,29 +381,26 @@ def _write_plot(path: Path, summary: list[dict], run_info: dict) -> None:
 
     datasets = [d for d in run_info["datasets"] if any(s["dataset"] == d for s in summary)]
     methods = [m for m in METHODS if any(s["method"] == m for s in summary)]
-    fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(3.2 * max(len(datasets), 1) + 1, 3.6), squeeze=False)
-    colors = {"realnvp": "C0", "gebm-frozen": "C3", "gebm-joint": "C1", "maf": "C2", "nsf": "C4"}
+    n = max(len(datasets), 1)
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n + 1, 4.2), squeeze=False)
     for ax, ds in zip(axes[0], datasets, strict=False):
-        ok_values = []
         for i, m in enumerate(methods):
             s = next((x for x in summary if x["dataset"] == ds and x["method"] == m), None)
-            if s is not None and s["status"] == "ok":
-                se = s["test_nll_se"] if _finite(s["test_nll_se"]) else 0.0
-                ax.errorbar(i, s["test_nll"], yerr=se, fmt="o", color=colors[m], capsize=4)
-                ok_values.append(s["test_nll"])
-        top = max(ok_values) if ok_values else 1.0
-        for i, m in enumerate(methods):
-            s = next((x for x in summary if x["dataset"] == ds and x["method"] == m), None)
-            if s is not None and s["status"] != "ok":
-                ax.plot(i, top, "x", color="k", ms=10)
-                ax.annotate("failed", (i, top), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
-        ax.set_xticks(range(len(methods)), [LABELS[m].replace(": ", ":\n") for m in methods], rotation=60,
-                      ha="right", fontsize=7)  # fmt: skip
+            if s is None:
+                continue
+            if s["status"] != "ok":
+                ax.plot(i, 0, "x", color="k", ms=10)
+                continue
+            color = "C3" if m in GEBMS else ("C0" if m.endswith("-reg") else "C7")
+            se = s["test_nll_se"] if _finite(s["test_nll_se"]) else 0.0
+            ax.errorbar(i, s["test_nll"], yerr=se, fmt="o", color=color, capsize=4)
+            ax.plot(i, s["test_nll_median"], "_", color=color, ms=12)
+        ax.set_xticks(range(len(methods)), [LABELS[m] for m in methods], rotation=70, ha="right", fontsize=6)
         ax.set_title(ds)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("test NLL (nats), ± s.e.")
+    axes[0][0].set_ylabel("test NLL (nats, whitened), ± s.e.; bar: median")
     over = "seeds" if len(run_info["seeds"]) >= 2 else "test examples"
-    fig.suptitle(f"UCI test NLL (lower is better); error bars: s.e. over {over}", fontsize=10)
+    fig.suptitle(f"UCI test NLL (lower is better); error bars: s.e. over {over}; ticks: pooled median", fontsize=9)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120)
@@ -305,11 +416,13 @@ def write_outputs(out: Path, rows: list[dict], summary: list[dict], run_info: di
     for r in rows:
         if "data" in r:
             run_info["data"].setdefault(r["dataset"], [r["data"]])
-    table = format_table(summary, run_info)
+    points = outliers(rows, run_info["datasets"])
+    table = format_table(summary, run_info, points)
     run_info["outputs"] = {"json": str(out / "uci_density.json"), "h5": str(out / "uci_density.h5")}
     if plot:
         run_info["outputs"]["png"] = str(out / "uci_density.png")
-    _write_json(out / "uci_density.json", {"run": run_info, "summary": summary, "results": rows, "table": table})
+    _write_json(out / "uci_density.json", {"run": run_info, "summary": summary, "outliers": points, "results": rows,
+                                           "table": table})  # fmt: skip
     _write_h5(out / "uci_density.h5", rows, summary, run_info)
     if plot:
         _write_plot(out / "uci_density.png", summary, run_info)
