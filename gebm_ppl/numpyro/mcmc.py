@@ -4,15 +4,17 @@ NUTS and HMC are NumPyro's own kernels; ULA, kinetic Langevin, MALA, IMH and DOT
 ``MCMCKernel`` subclasses of :mod:`gebm_ppl.numpyro.kernels`. All are looked up in the sampler registry
 (:data:`gebm_ppl.sampling.SAMPLERS`) and run by ``numpyro.infer.MCMC``.
 
-Chains run ``chain_method="vectorized"`` (one compiled program, chains batched with ``vmap``) or
-``"parallel"`` (one device per chain with ``pmap``). On CPU, parallel chains need as many host
-devices, which must be requested before JAX initialises, i.e. before the first JAX computation::
+Chains run ``chain_method="vectorized"`` (one compiled program, chains batched with ``vmap``),
+``"parallel"`` (one device per chain with ``pmap``) or ``"sequential"``. Parallel chains need as many
+JAX devices as chains; on CPU those are host devices, which must be requested before JAX initialises,
+i.e. before the first JAX computation (:func:`set_host_devices` wraps ``numpyro.set_host_device_count``)::
 
-    import numpyro
-    numpyro.set_host_device_count(4)   # first thing in the program
+    from gebm_ppl.numpyro import set_host_devices
+    set_host_devices(4)   # first thing in the program
     import gebm_ppl as gp
 
-With fewer devices than chains NumPyro warns and draws the chains one after another.
+With fewer devices than chains, ``chain_method="parallel"`` raises ValueError (NumPyro itself would
+silently draw the chains one after another).
 
 Compilation: warmup and sampling run as one compiled loop with the GEBM's networks inlined (their
 weights as constants). On CPU, compiling takes seconds to tens of seconds, often more than sampling
@@ -20,6 +22,8 @@ itself; ``attrs["compile_time"]`` reports it. JAX's persistent compilation cache
 the same GEBM is sampled again in a later process::
 
     jax.config.update("jax_compilation_cache_dir", "/path/to/cache")
+
+The module is over ~300 lines: the two entry points share the checks, the run and the device set-up.
 """
 
 from __future__ import annotations
@@ -31,18 +35,20 @@ from contextlib import contextmanager
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 import torch
 from numpyro.infer import MCMC
 
 from ..inference_data import build_inference_data
-from ..sampling.driver import chain_seeds
+from ..sampling.driver import NUMPYRO_CHAIN_METHODS, chain_seeds
 from ..sampling.registry import get_sampler
 from .distribution import as_jax_gebm
 from .kernels_hmc import hmc_kernel, nuts_kernel
 
-__all__ = ["default_init", "hmc_kernel", "nuts_kernel", "sample_latent_numpyro", "sample_potential_numpyro"]
+__all__ = ["default_init", "hmc_kernel", "nuts_kernel", "sample_latent_numpyro", "sample_potential_numpyro",
+           "set_host_devices"]
 
-_CHAIN_METHODS = ("vectorized", "parallel")
+_CHAIN_METHODS = NUMPYRO_CHAIN_METHODS
 # JAX's monitoring events that cover tracing, lowering and XLA compilation of a jitted function.
 _COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",
@@ -83,6 +89,47 @@ def _check_int(value: object, name: str, low: int) -> int:
     return int(value)
 
 
+def set_host_devices(n: int) -> int:
+    """Ask XLA for ``n`` CPU devices (``numpyro.set_host_device_count``), one per parallel chain on CPU.
+
+    It sets ``XLA_FLAGS=--xla_force_host_platform_device_count=n``, which XLA reads only when JAX
+    initialises (its first computation or device query), then initialises JAX and checks the count.
+
+    Returns:
+        The number of CPU devices JAX has (≥ ``n``).
+
+    Raises:
+        RuntimeError: JAX had already initialised with fewer CPU devices.
+    """
+    n = _check_int(n, "n", 1)
+    numpyro.set_host_device_count(n)
+    count = len(jax.devices("cpu"))
+    if count < n:
+        raise RuntimeError(
+            f"JAX has already initialised with {count} CPU device(s), so {n} host devices cannot be set now: "
+            f"set them before JAX's first computation (gebm_ppl.numpyro.set_host_devices({n}) or "
+            f"numpyro.set_host_device_count({n}) first thing in the program), or set "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={n} before importing jax."
+        )
+    return count
+
+
+def _check_chain_method(chain_method: object, num_chains: int) -> str:
+    """The chain method, checked; parallel chains need one JAX device each."""
+    if chain_method not in _CHAIN_METHODS:
+        raise ValueError(f"'chain_method' should be one of {_CHAIN_METHODS}. Got {chain_method!r}.")
+    devices = jax.local_device_count()
+    if chain_method == "parallel" and num_chains > devices:
+        raise ValueError(
+            f"chain_method='parallel' runs one chain per JAX device: {num_chains} chains need {num_chains} "
+            f"devices and JAX has {devices} ({jax.default_backend()}). On CPU, request host devices before JAX "
+            f"initialises: gebm_ppl.numpyro.set_host_devices({num_chains}) first thing in the program, "
+            f"'gebm sample --host-devices {num_chains}', or XLA_FLAGS=--xla_force_host_platform_device_count="
+            f"{num_chains} set before importing jax. Or use chain_method='vectorized'."
+        )
+    return chain_method
+
+
 def _check_init(init, num_chains: int, dim: int, dtype) -> jax.Array:
     expected = f"[num_chains, d] = [{num_chains}, {dim}]"
     if isinstance(init, torch.Tensor):
@@ -116,8 +163,7 @@ def _build(method: str, potential_fn, method_kwargs: dict):
 
 def _run(kernel, init, num_samples, warmup_steps, num_chains, seed, progress, chain_method, thin):
     """Run ``numpyro.infer.MCMC``; returns z [C, N, d], sample_stats, counts, sampling and compile time."""
-    if chain_method not in _CHAIN_METHODS:
-        raise ValueError(f"'chain_method' should be one of {_CHAIN_METHODS}. Got {chain_method!r}.")
+    _check_chain_method(chain_method, num_chains)
     mcmc = MCMC(
         kernel,
         num_warmup=warmup_steps,
@@ -168,6 +214,7 @@ def sample_potential_numpyro(
         raise ValueError(f"'init' should have shape [num_chains, d]. Got {init.shape}.")
     dtype = jnp.float64 if init.dtype == np.float64 and jax.config.jax_enable_x64 else jnp.float32
     init = _check_init(init, init.shape[0], init.shape[1], dtype)
+    _check_chain_method(chain_method, init.shape[0])
     kernel, thin, burn_in, settings = _build(method, potential_fn, method_kwargs)
     z, stats, counts, sampling_time, compile_time = _run(
         kernel, init, _check_int(num_samples, "num_samples", 1),
@@ -214,7 +261,8 @@ def sample_latent_numpyro(
             with ``seed``, the same points as the Pyro backend.
         seed: seed of the JAX PRNG key.
         progress: show NumPyro's progress bar (slower: it calls back to the host every step).
-        chain_method: ``"vectorized"`` (default) or ``"parallel"`` (see the module docstring).
+        chain_method: ``"vectorized"`` (default), ``"parallel"`` (one JAX device per chain) or
+            ``"sequential"`` (see the module docstring).
         **method_kwargs: NUTS/HMC: passed to :class:`numpyro.infer.NUTS` / :class:`numpyro.infer.HMC`
             (e.g. ``target_accept_prob``, ``max_tree_depth``, ``dense_mass``; for HMC ``num_steps``, which
             as in Pyro fixes the leapfrog steps per transition unless ``trajectory_length`` is also given);
@@ -234,7 +282,8 @@ def sample_latent_numpyro(
         adaptation window) happen inside compiled code, are not observable and are not counted.
 
     Raises:
-        ValueError: unknown method or chain_method, bad counts or temperature, ``init`` of the wrong shape.
+        ValueError: unknown method or chain_method, bad counts or temperature, ``init`` of the wrong shape,
+            parallel chains on fewer JAX devices than chains.
         TypeError: unknown keyword arguments for the kernel.
     """
     jg = as_jax_gebm(gebm)
@@ -245,8 +294,7 @@ def sample_latent_numpyro(
     temperature = float(temperature)
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"'temperature' should be a positive finite number. Got {temperature}.")
-    if chain_method not in _CHAIN_METHODS:
-        raise ValueError(f"'chain_method' should be one of {_CHAIN_METHODS}. Got {chain_method!r}.")
+    _check_chain_method(chain_method, num_chains)
     get_sampler(method).validate(method_kwargs, "numpyro")  # unknown method, backend or keywords: fail before JIT
     d = jg.latent_dim
     if init is None:

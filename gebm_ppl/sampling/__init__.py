@@ -47,8 +47,9 @@ InferenceData layout (shared by both backends):
 * attrs (on the InferenceData and on both groups): ``method``, ``backend``, ``temperature``,
   ``num_grad_evals`` (gradient evaluations of U at one point, summed over chains, warmup and the
   starting points included; 0 for IMH and SIR), ``num_energy_evals`` (evaluations of U at one point,
-  with or without gradient), ``sampling_time`` (seconds of wall time for the whole run), ``seed``, and
-  the run's scalar settings (e.g. ``step_size``).
+  with or without gradient), ``sampling_time`` (seconds of wall time for the whole run), ``seed``,
+  ``chain_method`` (how the chains ran: ``vectorized``, ``sequential`` or ``parallel``) and the run's
+  scalar settings (e.g. ``step_size``).
 """
 
 
@@ -65,6 +66,7 @@ from .._validation import check_positive_float
 from .driver import (
     CountingPotential,
     LatentPotential,
+    check_chain_method,
     check_count,
     check_init,
     data_space,
@@ -109,6 +111,7 @@ def sample_latent(
     init: Tensor | None = None,
     seed: int = 0,
     progress: bool = False,
+    chain_method: str | None = None,
     **method_kwargs,
 ):
     """Sample the latent posterior ν(z) ∝ exp(−U(z)), U(z) = ½‖z‖² + T·E(G_θ(z)), and map the draws by G_θ.
@@ -132,6 +135,13 @@ def sample_latent(
         init: ``[C, d]`` finite starting points; None draws them from η = N(0, I) with ``seed``.
         seed: seed of every random draw of the run (an integer ≥ 0); the global RNG state is left as is.
         progress: show a progress bar.
+        chain_method: how the chains run; None is the backend's default. NumPyro: ``"vectorized"``
+            (default: one compiled program batched over the chains), ``"parallel"`` (one JAX device per
+            chain with ``pmap``; on CPU request host devices first, :func:`gebm_ppl.numpyro.set_host_devices`)
+            or ``"sequential"``. Pyro NUTS/HMC: ``"sequential"`` (default, in this process) or
+            ``"parallel"`` (Pyro's ``MCMC(num_chains=C)``, one process per chain, the same draws as
+            sequential chains); the other Pyro samplers run the chains as one batch (``"vectorized"``).
+            The layout of the result is the same for every chain method; ``attrs["chain_method"]`` records it.
         **method_kwargs: sampler settings, validated against ``SAMPLERS[method].options`` (their
             defaults in ``SAMPLERS[method].defaults``). NUTS/HMC: keyword arguments of Pyro's
             :class:`~pyro.infer.mcmc.NUTS`/:class:`~pyro.infer.mcmc.HMC` (``step_size``,
@@ -149,7 +159,8 @@ def sample_latent(
     Raises:
         TypeError: ``gebm`` is not a GEBM, wrong argument types, unknown sampler settings.
         ValueError: unknown method or backend, a method the backend lacks, num_chains < 1, non-positive
-            temperature, ``init`` of the wrong shape or not finite.
+            temperature, ``init`` of the wrong shape or not finite, a chain_method the method and backend
+            lack, more parallel chains than devices (NumPyro) or than Pyro's process limit.
         ImportError: ``backend="numpyro"`` without JAX/NumPyro installed.
 
     Example:
@@ -170,6 +181,7 @@ def sample_latent(
     if not isinstance(progress, bool):
         raise TypeError(f"'progress' should be a bool. Got {progress!r}.")
     settings = spec.validate(method_kwargs, backend)
+    chain_method = check_chain_method(spec, backend, chain_method)
     potential = LatentPotential(gebm, temperature)
     d = potential.latent_dim
     if init is not None:
@@ -193,6 +205,7 @@ def sample_latent(
             init=init,
             seed=seed,
             progress=progress,
+            chain_method=chain_method,
             **method_kwargs,
         )
 
@@ -200,9 +213,10 @@ def sample_latent(
 
     with sampling_mode(gebm):
         z, stats, elapsed = run_torch(spec, potential, init, num_samples, warmup_steps, num_chains, seed,
-                                       progress, settings)
+                                       progress, settings, chain_method)
         x = data_space(gebm, z)
-    attrs = run_attrs(spec, backend, settings, potential, elapsed, seed, temperature=temperature)
+    attrs = run_attrs(spec, backend, settings, potential, elapsed, seed, temperature=temperature,
+                      chain_method=chain_method)
     return build_inference_data(z, x, stats, attrs)
 
 
@@ -217,6 +231,7 @@ def sample_potential(
     seed: int = 0,
     progress: bool = False,
     forward: Callable | None = None,
+    chain_method: str | None = None,
     **method_kwargs,
 ):
     """Sample ν(z) ∝ exp(−U(z)) for any latent potential U = ``potential_fn`` with a registered sampler.
@@ -236,6 +251,8 @@ def sample_potential(
         progress: show a progress bar.
         **method_kwargs: the method's settings (as in :func:`sample_latent`).
         forward: optional map z → x stored as the posterior ``x`` (default: x = z).
+        chain_method: how the chains run (as in :func:`sample_latent`; Pyro's parallel chains fork or
+            spawn processes, so ``potential_fn`` must be picklable where they are spawned).
 
     Returns:
         An ``arviz.InferenceData`` in the layout of :func:`sample_latent` (without ``temperature``).
@@ -255,11 +272,13 @@ def sample_potential(
     warmup_steps = check_count(warmup_steps, "warmup_steps", 0)
     seed = check_count(seed, "seed", 0)
     settings = spec.validate(method_kwargs, backend)
+    chain_method = check_chain_method(spec, backend, chain_method)
     if backend == "numpyro":
         from gebm_ppl.numpyro.mcmc import sample_potential_numpyro
 
         return sample_potential_numpyro(potential_fn, init, method, num_samples, warmup_steps, seed=seed,
-                                        progress=progress, forward=forward, **method_kwargs)
+                                        progress=progress, forward=forward, chain_method=chain_method,
+                                        **method_kwargs)
     from ..inference_data import build_inference_data
 
     if not isinstance(init, Tensor):
@@ -269,7 +288,8 @@ def sample_potential(
     init = check_init(init, init.shape[0], init.shape[1], init.dtype, init.device)
     potential = CountingPotential(potential_fn, init.shape[1], init.dtype, init.device)
     z, stats, elapsed = run_torch(spec, potential, init, num_samples, warmup_steps, init.shape[0], seed,
-                                   progress, settings)
+                                   progress, settings, chain_method)
     with torch.no_grad():
         x = z if forward is None else forward(z)
-    return build_inference_data(z, x, stats, run_attrs(spec, backend, settings, potential, elapsed, seed))
+    attrs = run_attrs(spec, backend, settings, potential, elapsed, seed, chain_method=chain_method)
+    return build_inference_data(z, x, stats, attrs)

@@ -15,6 +15,8 @@ from .registry import BACKENDS, SamplerSpec, get_sampler, scheduled_step_size
 
 __all__ = [
     "CountingPotential",
+    "NUMPYRO_CHAIN_METHODS",
+    "check_chain_method",
     "check_count",
     "check_init",
     "run_attrs",
@@ -86,6 +88,29 @@ class LatentPotential(CountingPotential):
 
     def _potential(self, z: Tensor) -> Tensor:
         return self.gebm.latent_potential(z, self.temperature)
+
+    def __reduce__(self):
+        # picklable through the GEBM's checkpoint (parametrised modules, e.g. spectral norm, do not pickle),
+        # for Pyro's parallel chains in spawned processes; rebuilt in eval mode with frozen parameters
+        try:
+            ckpt = self.gebm.checkpoint()
+        except Exception as e:
+            raise TypeError(f"this GEBM cannot be sent to a spawned process (its checkpoint fails: {e}); "
+                            "use chain_method='sequential'.") from e
+        return _rebuild_latent_potential, (ckpt, self.temperature, str(self.device), self.num_evals,
+                                           self.num_grad_evals)
+
+
+def _rebuild_latent_potential(ckpt: dict, temperature: float, device: str, num_evals: int,
+                              num_grad_evals: int) -> LatentPotential:
+    from ..gebm import GEBM
+
+    gebm = GEBM.from_checkpoint(ckpt).to(device).eval()
+    for p in gebm.parameters():
+        p.requires_grad_(False)
+    potential = LatentPotential(gebm, temperature)
+    potential.num_evals, potential.num_grad_evals = num_evals, num_grad_evals
+    return potential
 
 
 def potential_and_grad(potential: Callable[[Tensor], Tensor], z: Tensor) -> tuple[Tensor, Tensor]:
@@ -237,6 +262,28 @@ def check_init(init: object, num_chains: int, dim: int, dtype: torch.dtype, devi
     return init.detach().to(dtype=dtype, device=device)
 
 
+NUMPYRO_CHAIN_METHODS = ("vectorized", "parallel", "sequential")  # numpyro.infer.MCMC's, default first
+
+
+def check_chain_method(spec: SamplerSpec, backend: str, chain_method: object) -> str:
+    """How a run's chains are run; None is the backend's default for the method.
+
+    NumPyro: ``"vectorized"`` (default, one program batched over chains), ``"parallel"`` (one device per
+    chain), ``"sequential"``. Pyro: the methods whose runner declares ``chain_methods`` (NUTS, HMC:
+    ``"sequential"``, the default, or ``"parallel"``, one process per chain); the batched torch kernels
+    run all chains as one batch, ``"vectorized"``.
+    """
+    allowed = NUMPYRO_CHAIN_METHODS if backend == "numpyro" else getattr(spec.torch_runner, "chain_methods",
+                                                                         ("vectorized",))
+    if chain_method is None:
+        return allowed[0]
+    if not isinstance(chain_method, str) or chain_method not in allowed:
+        batched = " (its torch kernel runs all chains as one batch)" if allowed == ("vectorized",) else ""
+        raise ValueError(f"'chain_method' should be one of {list(allowed)} for method {spec.name!r} with backend "
+                         f"{backend!r}{batched}. Got {chain_method!r}.")
+    return chain_method
+
+
 def _plain(value: object) -> bool:
     return isinstance(value, int | float | str)
 
@@ -264,12 +311,23 @@ def run_attrs(spec: SamplerSpec, backend: str, settings: dict, potential: Counti
 
 
 def run_torch(spec: SamplerSpec, potential: CountingPotential, init: Tensor | None, num_samples: int,
-               warmup_steps: int, num_chains: int, seed: int, progress: bool, settings: dict):
+               warmup_steps: int, num_chains: int, seed: int, progress: bool, settings: dict,
+               chain_method: str | None = None):
+    """Run ``spec``'s torch runner on the potential's device; None ``init`` draws N(0, I) starting points.
+
+    The starting points are drawn on the CPU and moved to the device, so a seed gives the same points on
+    every device (and for the NumPyro backend); the transitions use a generator on the device.
+    """
     generator, seeds = chain_seeds(seed, num_chains, potential.device)
     if init is None:
-        init = torch.randn(num_chains, potential.latent_dim, generator=generator, dtype=potential.dtype,
-                           device=potential.device)
+        if potential.device.type == "cpu":
+            init = torch.randn(num_chains, potential.latent_dim, generator=generator, dtype=potential.dtype)
+        else:
+            cpu = torch.Generator().manual_seed(int(seed))
+            init = torch.randn(num_chains, potential.latent_dim, generator=cpu, dtype=potential.dtype)
+            init = init.to(potential.device)
+    extra = {"chain_method": chain_method} if hasattr(spec.torch_runner, "chain_methods") and chain_method else {}
     return spec.torch_runner(
         potential, init, num_samples=num_samples, warmup_steps=warmup_steps if spec.burn_in else 0,
-        generator=generator, chain_seeds=seeds, progress=progress, **settings,
+        generator=generator, chain_seeds=seeds, progress=progress, **extra, **settings,
     )

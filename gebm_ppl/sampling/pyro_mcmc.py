@@ -1,4 +1,4 @@
-"""NUTS and HMC in latent space through Pyro's MCMC with a ``potential_fn``, one chain after another.
+"""NUTS and HMC in latent space through Pyro's MCMC with a ``potential_fn``, chains one after another or in processes.
 
 Per-draw statistics come from Pyro's public interfaces only: ``MCMC(hook_fn=...)`` is called after
 every transition with the kernel and the new point; the kernel's ``diagnostics()`` (divergences, the
@@ -7,16 +7,24 @@ caches U at the points it is evaluated at); and an effect handler (a
 :class:`pyro.poutine.messenger.Messenger`, entered around the kernel's public ``sample``) that observes
 the momentum draw ``r_t=…`` of each transition, from which the Hamiltonian at its start
 is U(z) + ½‖r‖² (Pyro draws r ∼ N(0, I) and scales it by the mass matrix, so K = ½‖r‖² in those units).
+
+``chain_method="parallel"`` runs Pyro's own multi-chain ``MCMC(num_chains=C, mp_context=...)``, one worker
+process per chain, with the same per-chain seeds, hence the same draws, as the sequential chains. The module
+is over ~300 lines because the two chain methods share the recorder and kernels above.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch.multiprocessing as mp
 from pyro.infer.mcmc import HMC, MCMC, NUTS
 from pyro.poutine.messenger import Messenger
 from torch import Tensor
@@ -24,9 +32,10 @@ from torch import Tensor
 from .driver import CountingPotential
 from .registry import SamplerSpec, register_sampler
 
-__all__ = ["SPECS", "check_kernel_kwargs", "run_pyro_mcmc"]
+__all__ = ["CHAIN_METHODS", "SPECS", "check_kernel_kwargs", "max_parallel_chains", "run_pyro_mcmc"]
 
 _KERNELS = {"nuts": NUTS, "hmc": HMC}
+CHAIN_METHODS = ("sequential", "parallel")
 
 
 def _observed(kernel_class: type) -> type:
@@ -34,19 +43,25 @@ def _observed(kernel_class: type) -> type:
     handlers installed outside it, so the handler is entered per transition)."""
 
     class Observed(kernel_class):
-        def __init__(self, *args, momentum: Messenger, **kwargs):
+        def __init__(self, *args, recorder: _Recorder, parallel: _Parallel | None = None, **kwargs):
             super().__init__(*args, **kwargs)
-            self.momentum = momentum
+            self.recorder = recorder
+            self.momentum = recorder.momentum
+            self.parallel = parallel
+
+        def setup(self, warmup_steps, *args, **kwargs):
+            if self.parallel is not None:  # in one of Pyro's worker processes: become chain c
+                self.initial_params = {"z": self.parallel.enter(self.recorder)}
+            return super().setup(warmup_steps, *args, **kwargs)
 
         def sample(self, params):
             with self.momentum:
                 return super().sample(params)
 
     Observed.__name__ = Observed.__qualname__ = f"Observed{kernel_class.__name__}"
+    Observed.__module__ = __name__
+    globals()[Observed.__name__] = Observed  # importable by name: picklable for mp_context="spawn"
     return Observed
-
-
-_OBSERVED = {name: _observed(cls) for name, cls in _KERNELS.items()}
 
 
 class _MomentumRecorder(Messenger):
@@ -65,10 +80,11 @@ class _MomentumRecorder(Messenger):
 class _Recorder:
     """The ``hook_fn`` of one chain: reads the kernel's public diagnostics after every transition."""
 
-    def __init__(self, potential: CountingPotential, cache: dict, warmup_steps: int):
+    def __init__(self, potential: CountingPotential, cache: dict, warmup_steps: int, num_samples: int):
         self.potential = potential
         self.cache = cache
         self.warmup_steps = warmup_steps
+        self.num_samples = num_samples
         self.momentum = _MomentumRecorder()
         self.records: list[dict[str, Any]] = []
         self.last_lp = math.nan
@@ -76,6 +92,8 @@ class _Recorder:
         self.last_evals = potential.num_grad_evals
         self.accepted = 0
         self.divergences = 0
+        self.done: Path | None = None  # parallel chains: the file the worker writes its records to
+        self.first_counts = (0, 0)  # parallel chains: the worker's potential counts when its chain started
 
     def start(self, z: Tensor) -> None:
         self.last_lp = self._lp(z)
@@ -114,6 +132,67 @@ class _Recorder:
             }
         )
         self.accepted, self.divergences = accepted, divergences
+        if self.done is not None and i == self.num_samples - 1:  # a worker's last draw: hand the records over
+            grads, evals = self.first_counts
+            counts = (self.potential.num_grad_evals - grads, self.potential.num_evals - evals)
+            tmp = self.done.with_suffix(".tmp")
+            torch.save({"records": self.records, "counts": counts}, tmp)
+            tmp.replace(self.done)  # atomic: the parent reads a whole file or none
+
+
+class _PotentialFn:
+    """Pyro's ``potential_fn``: U(params["z"]), counting one gradient evaluation per call (Pyro differentiates
+    every evaluation, pyro.ops.integrator.potential_grad) and caching U at the point for the recorder."""
+
+    def __init__(self, potential: CountingPotential, cache: dict):
+        self.potential = potential
+        self.cache = cache
+
+    def __call__(self, params: dict) -> Tensor:
+        self.potential.num_grad_evals += 1
+        z = params["z"]
+        u = self.potential(z)
+        self.cache[z.detach().cpu().numpy().tobytes()] = float(u.detach())
+        return u
+
+
+class _Parallel:
+    """Per-chain set-up inside Pyro's worker processes (``MCMC(num_chains=C)``).
+
+    Pyro seeds worker c with ``torch.initial_seed() + c`` of the parent; the parent sets that seed to 0,
+    so a worker reads its chain index c from its seed, then reseeds torch with ``chain_seeds[c]`` (the
+    sequential chain's seed, hence the same draws), starts from ``init[c]`` and writes its records to
+    ``folder/chain{c}.pt``. (Pyro 1.9 sets every worker's starting point on the one shared kernel before
+    the workers start, so they would all start from the last chain's point.)
+    """
+
+    def __init__(self, init: Tensor, chain_seeds: list[int], folder: str, threads: int):
+        self.init = init.detach()
+        self.chain_seeds = list(chain_seeds)
+        self.folder = folder
+        self.threads = threads
+
+    def enter(self, recorder: _Recorder) -> Tensor:
+        """Become chain c in this worker; returns its starting point."""
+        c = torch.initial_seed()
+        if not 0 <= c < len(self.chain_seeds):
+            raise RuntimeError(f"Pyro's worker seed {c} is not a chain index in [0, {len(self.chain_seeds)}): this "
+                               "Pyro version seeds its parallel chains differently; use chain_method='sequential'.")
+        torch.set_num_threads(self.threads)
+        torch.manual_seed(self.chain_seeds[c])
+        recorder.cache.clear()
+        recorder.first_counts = (recorder.potential.num_grad_evals, recorder.potential.num_evals)
+        recorder.done = Path(self.folder) / f"chain{c}.pt"
+        recorder.start(self.init[c])
+        return self.init[c]
+
+
+_OBSERVED = {name: _observed(cls) for name, cls in _KERNELS.items()}
+
+
+def max_parallel_chains() -> int:
+    """The most chains Pyro runs in processes: one per CPU core but one (kept for the main process), at least 1."""
+    return max(mp.cpu_count() - 1, 1)
 
 
 def check_kernel_kwargs(method: str, kwargs: dict) -> None:
@@ -136,13 +215,16 @@ def run_pyro_mcmc(
     num_samples: int,
     warmup_steps: int,
     progress: bool = False,
+    chain_method: str = "sequential",
     **kernel_kwargs,
 ) -> tuple[Tensor, dict[str, Tensor], float]:
-    """Run ``pyro.infer.MCMC`` with NUTS or HMC on U, one chain after another, each in its own RNG scope.
+    """Run ``pyro.infer.MCMC`` with NUTS or HMC on U, chain c seeded with ``chain_seeds[c]`` in its own RNG scope.
 
-    Chains run sequentially in this process (Pyro's parallel chains need picklable models and one
-    process per chain); each chain forks the global torch RNG and seeds it with its own seed, so the
-    caller's RNG state is left untouched.
+    ``chain_method="sequential"`` runs the chains one after another in this process; ``"parallel"`` runs
+    Pyro's ``MCMC(num_chains=C)``, one worker process per chain (context ``"fork"`` on Linux for CPU
+    tensors, ``"spawn"`` for CUDA and elsewhere), each with ``torch.get_num_threads() // C`` threads (at
+    least 1) and the same seed as its sequential twin, so both give the same draws. The caller's RNG
+    state is left untouched either way.
 
     Args:
         potential: the latent potential U.
@@ -152,6 +234,8 @@ def run_pyro_mcmc(
         num_samples: draws per chain after the warmup.
         warmup_steps: adaptation steps per chain (step size and diagonal mass matrix by default).
         progress: show Pyro's progress bar.
+        chain_method: ``"sequential"`` or ``"parallel"`` (at most :func:`max_parallel_chains` chains,
+            Pyro's limit, which otherwise falls back to sequential chains).
         **kernel_kwargs: passed to :class:`pyro.infer.mcmc.NUTS` / :class:`~pyro.infer.mcmc.HMC`
             (step_size, target_accept_prob, max_tree_depth, num_steps, trajectory_length, full_mass, ...).
 
@@ -161,24 +245,55 @@ def run_pyro_mcmc(
         acceptance count, else 0.0: its mean over draws is Pyro's acceptance rate),
         ``step_size``, ``n_steps`` (gradient evaluations), ``lp`` = −U, ``energy`` (the Hamiltonian at
         the start of the transition, after the momentum refresh) and for NUTS ``tree_depth``.
+
+    Raises:
+        ValueError: an unknown chain_method, or more parallel chains than :func:`max_parallel_chains`.
     """
     check_kernel_kwargs(method, kernel_kwargs)
-    cls = _OBSERVED[method]
+    if chain_method not in CHAIN_METHODS:
+        raise ValueError(f"'chain_method' should be one of {CHAIN_METHODS} for Pyro's {method}. Got {chain_method!r}.")
+    num_chains = len(chain_seeds)
+    if chain_method == "parallel" and num_chains > max_parallel_chains():
+        raise ValueError(
+            f"chain_method='parallel' runs one process per chain, and Pyro runs at most cpu_count - 1 = "
+            f"{max_parallel_chains()} chain(s) in processes on this machine ({mp.cpu_count()} CPUs); asked for "
+            f"{num_chains}. Use fewer chains or chain_method='sequential'."
+        )
     cache: dict[bytes, float] = {}
-
-    def potential_fn(params: dict) -> Tensor:
-        potential.num_grad_evals += 1  # Pyro differentiates every evaluation (pyro.ops.integrator.potential_grad)
-        z = params["z"]
-        u = potential(z)
-        cache[z.detach().cpu().numpy().tobytes()] = float(u.detach())
-        return u
-
+    potential_fn = _PotentialFn(potential, cache)
+    devices = [init.device] if init.device.type == "cuda" else []
     start = time.perf_counter()
+    if chain_method == "parallel" and num_chains > 1:
+        z, records, counts = _run_parallel(potential, cache, potential_fn, init, chain_seeds, method, num_samples,
+                                           warmup_steps, progress, devices, kernel_kwargs)
+        potential.num_grad_evals += counts[0]
+        potential.num_evals += counts[1]
+    else:
+        z, records = _run_sequential(potential, cache, potential_fn, init, chain_seeds, method, num_samples,
+                                     warmup_steps, progress, devices, kernel_kwargs)
+    elapsed = time.perf_counter() - start
+    dtypes = {"diverging": torch.bool, "accepted": torch.bool, "n_steps": torch.long}
+    stats = {
+        name: torch.tensor([[r[name] for r in rec] for rec in records], dtype=dtypes.get(name, torch.float64))
+        for name in records[0][0]
+    }
+    stats["acceptance_rate"] = stats.pop("accepted").to(torch.float64)
+    if method == "nuts":
+        # the number of tree doublings j: a trajectory built in j doublings has 2^(j−1) < n_steps + 1 ≤ 2^j
+        stats["tree_depth"] = torch.tensor(
+            [[math.ceil(math.log2(r["n_steps"] + 1)) for r in rec] for rec in records], dtype=torch.long
+        )
+    return z, stats, elapsed
+
+
+def _run_sequential(potential, cache, potential_fn, init, chain_seeds, method, num_samples, warmup_steps, progress,
+                    devices, kernel_kwargs):
+    """The chains one after another in this process: z ``[C, N, d]`` and each chain's records."""
     draws, records = [], []
     for c, chain_seed in enumerate(chain_seeds):
-        recorder = _Recorder(potential, cache, warmup_steps)
-        kernel = cls(potential_fn=potential_fn, momentum=recorder.momentum, **kernel_kwargs)
-        with torch.random.fork_rng(devices=[]):
+        recorder = _Recorder(potential, cache, warmup_steps, num_samples)
+        kernel = _OBSERVED[method](potential_fn=potential_fn, recorder=recorder, **kernel_kwargs)
+        with torch.random.fork_rng(devices=devices):
             torch.manual_seed(chain_seed)
             mcmc = MCMC(
                 kernel,
@@ -194,26 +309,44 @@ def run_pyro_mcmc(
             mcmc.run()
         draws.append(mcmc.get_samples()["z"])
         records.append(recorder.records)
-    elapsed = time.perf_counter() - start
-    z = torch.stack(draws)
-    dtypes = {"diverging": torch.bool, "accepted": torch.bool, "n_steps": torch.long}
-    stats = {
-        name: torch.tensor([[r[name] for r in rec] for rec in records], dtype=dtypes.get(name, torch.float64))
-        for name in records[0][0]
-    }
-    stats["acceptance_rate"] = stats.pop("accepted").to(torch.float64)
-    if method == "nuts":
-        # the number of tree doublings j: a trajectory built in j doublings has 2^(j−1) < n_steps + 1 ≤ 2^j
-        stats["tree_depth"] = torch.tensor(
-            [[math.ceil(math.log2(r["n_steps"] + 1)) for r in rec] for rec in records], dtype=torch.long
-        )
-    return z, stats, elapsed
+    return torch.stack(draws), records
+
+
+def _run_parallel(potential, cache, potential_fn, init, chain_seeds, method, num_samples, warmup_steps, progress,
+                  devices, kernel_kwargs):
+    """Pyro's ``MCMC(num_chains=C)`` in worker processes: z ``[C, N, d]``, the records, the summed counts."""
+    num_chains = len(chain_seeds)
+    context = "fork" if sys.platform == "linux" and init.device.type == "cpu" else "spawn"
+    with tempfile.TemporaryDirectory(prefix="gebm_chains_") as folder:
+        recorder = _Recorder(potential, cache, warmup_steps, num_samples)
+        parallel = _Parallel(init, chain_seeds, folder, max(1, torch.get_num_threads() // num_chains))
+        kernel = _OBSERVED[method](potential_fn=potential_fn, recorder=recorder, parallel=parallel, **kernel_kwargs)
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)  # worker c is seeded with 0 + c: its chain index (see _Parallel)
+            mcmc = MCMC(
+                kernel,
+                num_samples=num_samples,
+                warmup_steps=warmup_steps,
+                initial_params={"z": init.detach()},
+                num_chains=num_chains,
+                mp_context=context,
+                disable_progbar=not progress,
+                hook_fn=recorder,
+            )
+            mcmc.run()
+        done = [torch.load(Path(folder) / f"chain{c}.pt", weights_only=False) for c in range(num_chains)]
+    z = mcmc.get_samples(group_by_chain=True)["z"]
+    counts = (sum(d["counts"][0] for d in done), sum(d["counts"][1] for d in done))
+    return z, [d["records"] for d in done], counts
 
 
 def _runner(method: str):
-    def run(potential, init, *, num_samples, warmup_steps, generator, chain_seeds, progress, **settings):
-        return run_pyro_mcmc(potential, init, chain_seeds, method, num_samples, warmup_steps, progress, **settings)
+    def run(potential, init, *, num_samples, warmup_steps, generator, chain_seeds, progress,
+            chain_method="sequential", **settings):
+        return run_pyro_mcmc(potential, init, chain_seeds, method, num_samples, warmup_steps, progress, chain_method,
+                             **settings)
 
+    run.chain_methods = CHAIN_METHODS  # read by the driver: this runner takes chain_method
     return run
 
 
