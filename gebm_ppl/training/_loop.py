@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
+from .. import distributed
 from ._checkpoint import (
     TRAINING_FORMAT,
     TRAINING_VERSION,
@@ -38,6 +39,7 @@ from .history import TrainingDiverged, TrainingHistory
 
 __all__ = [
     "Loop",
+    "data_order",
     "NonFinite",
     "SCHEDULES",
     "STREAM_BASE",
@@ -66,6 +68,12 @@ class NonFinite(Exception):
     def __init__(self, quantity: str):
         super().__init__(quantity)
         self.quantity = quantity
+
+
+def data_order(x: object) -> Callable[[torch.Generator], Tensor] | None:
+    """The data source's own epoch permutation ``x.permutation(generator)`` (e.g. a chunked HDF5 array), or None."""
+    order = getattr(x, "permutation", None)
+    return order if callable(order) else None
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -100,6 +108,15 @@ class Loop:
       model's ``state_dict`` under ``"state_dict"``, and ``training_state`` under ``"training"`` or
       ``extra["training"]``).
     * ``desc``: the name used in progress lines and error messages.
+    * ``order(generator) -> LongTensor``: the epoch's permutation of ``range(train_size)`` (default
+      ``torch.randperm``); a data source that reads in chunks supplies a chunk-local one.
+
+    Under torch.distributed (W ranks, :mod:`gebm_ppl.distributed`) every rank runs the same loop on the
+    same global minibatches (``train_step`` takes its share and returns global metrics); evaluation
+    values come from rank 0 (broadcast, with rank 0's weights, so that every rank takes the same
+    early-stopping and scheduling decisions and holds the same c), a callback stops every rank when it
+    stops one, only rank 0 writes checkpoints and progress, and the others wait for each write at a
+    barrier. A checkpoint holds global state only, so a run resumes with any number of ranks.
 
     ``run(train_step, evaluate) -> TrainingHistory``: ``train_step(indices, step) -> dict`` takes
     one optimizer step on the rows ``indices`` (a LongTensor on the CPU) and returns metrics
@@ -135,12 +152,17 @@ class Loop:
         desc: str,
         progress_interval: float | None = None,
         progress_keys: tuple[str, ...] = (),
+        order: Callable[[torch.Generator], Tensor] | None = None,
     ):
         if callback is not None and not callable(callback):
             raise TypeError(f"'callback' should be callable (record -> bool | None). Got {type(callback).__name__}.")
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"'progress' should be None, True or False. Got {progress!r}.")
+        if order is not None and not callable(order):
+            raise TypeError(f"'order' should be callable (generator -> permutation). Got {type(order).__name__}.")
         self.kind = kind
+        self.order = order
+        self.main = distributed.is_main()
         self.model = model
         self.optimizers = optimizers
         self.schedulers = {k: v for k, v in schedulers.items() if v is not None}
@@ -156,7 +178,7 @@ class Loop:
         self.max_steps = max_steps
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.checkpoint_every = checkpoint_every
-        self.progress = progress
+        self.progress = progress if self.main else False
         self.callback = callback
         self.structure = structure
         self.payload = payload
@@ -206,7 +228,9 @@ class Loop:
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 raise self.diverged(f"model weight {name!r}", self.step, max(1, self.epoch + (self.batch > 0)))
         self._sync_times()
-        write_checkpoint(self.payload(self._training_state()), self.checkpoint_path)
+        if self.main:  # the ranks hold the same state: rank 0 writes, the others wait until it has
+            write_checkpoint(self.payload(self._training_state()), self.checkpoint_path)
+        distributed.barrier()
         self.last_checkpoint = (str(self.checkpoint_path), self.step)
         self._dirty = False
 
@@ -287,10 +311,16 @@ class Loop:
     def _record(self, evaluate: Callable[[], dict] | None, partial: bool) -> dict:
         h = self.history
         t = time.perf_counter()
+        failed, metrics = None, {}
         try:
             metrics = evaluate() if evaluate is not None else {}
         except NonFinite as err:
-            raise self.diverged(err.quantity, self.step, self.epoch + 1 if partial else self.epoch) from None
+            failed = err.quantity
+        if evaluate is not None and distributed.is_distributed():  # rank 0's values and weights everywhere
+            failed, metrics = distributed.broadcast_object((failed, metrics))
+            distributed.broadcast_state(self.model)
+        if failed is not None:
+            raise self.diverged(failed, self.step, self.epoch + 1 if partial else self.epoch) from None
         eval_time = time.perf_counter() - t
         h.eval_time += eval_time
         record = {
@@ -320,7 +350,8 @@ class Loop:
         return record
 
     def _callback(self, record: dict) -> bool:
-        return bool(self.callback(dict(record))) if self.callback is not None else False
+        stop = bool(self.callback(dict(record))) if self.callback is not None else False
+        return distributed.any_true(stop) if self.callback is not None else False
 
     def _step_schedulers(self, record: dict) -> None:
         for s in self.schedulers.values():
@@ -361,7 +392,8 @@ class Loop:
         stop = self._initial_stop()
         try:
             while stop is None:
-                perm = torch.randperm(self.n, generator=stream_generator(self.seed, STREAM_DATA, self.epoch))
+                g = stream_generator(self.seed, STREAM_DATA, self.epoch)
+                perm = torch.randperm(self.n, generator=g) if self.order is None else self.order(g)
                 while self.batch < S:
                     idx = perm[self.batch * B : (self.batch + 1) * B]
                     t = time.perf_counter()

@@ -12,13 +12,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from .. import distributed
 from .._modes import eval_mode, train_mode
 from .._validation import check_positive_int
-from ..energies import gradient_penalty
-from ..kale import kale_base_loss, kale_from_log_partition, kale_objective, log_partition_from_log_weights
+from ..kale import kale_from_log_partition, log_partition_from_log_weights
 from ._loop import (
     STREAM_EVAL,
     STREAM_STEP,
@@ -29,9 +28,11 @@ from ._loop import (
     check_nonnegative_float,
     check_nonnegative_int,
     check_optional_positive_int,
+    data_order,
     fingerprint,
     stream_generator,
 )
+from ._parallel import EnergyTerms, Shard, base_loss, base_samples, energy_loss, frozen, penalty_pairs
 from ._rng import prior_draw
 from .history import TrainingHistory
 from .kale_step import mean_energy
@@ -190,7 +191,7 @@ def fit_adversarial(
     seed = check_nonnegative_int(seed, "seed")
     checkpoint_every = check_optional_positive_int(checkpoint_every, "checkpoint_every")
     if device is not None:
-        gebm.to(device)
+        gebm.to(distributed.rank_device(device))  # "cuda" under torchrun: this rank's GPU
     base, energy, c = gebm.base, gebm.energy, gebm.log_partition
     energy_params = [p for p in energy.parameters() if p.requires_grad]
     base_params = [p for p in base.parameters() if p.requires_grad]
@@ -288,41 +289,55 @@ def fit_adversarial(
         if grad_clip is not None and not bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, grad_clip))):
             raise NonFinite(f"{what} gradient norm")
 
+    # Under W ranks (torchrun) every rank draws the step's global minibatch, latents and penalty weights
+    # from the step's generator and keeps its share; each share's loss is W times its part of the global
+    # loss, so DDP's gradient average is the gradient of the global-batch loss (see training._parallel).
+    shard = Shard(dev)  # joins torchrun's process group when launched by it
+    order = data_order(x_train)  # a chunked data source's own permutation
+    modules: dict[str, torch.nn.Module] = {}
+
+    def ddp(name: str) -> torch.nn.Module:  # built on first use, after c is initialised or restored
+        if not modules:
+            modules["energy"] = shard.wrap(EnergyTerms(energy, c if kale else None))
+            modules["base"] = shard.wrap(base)
+        return modules[name]
+
     def energy_step(g: torch.Generator) -> tuple[float, float]:
-        x = x_train[torch.randperm(n_train, generator=g, device=dev)[:batch_size]]
-        with torch.no_grad():
-            xb = base(prior_draw(base, num_base, g))
-        e = energy(torch.cat([x, xb])).double()
-        if kale:
-            obj = kale_objective(e[:batch_size], e[batch_size:], c.double())
-            loss = -obj
-        else:  # discriminator logit −E: −log σ(−E(x_data)) − log(1 − σ(−E(G z)))
-            obj = None
-            loss = F.softplus(e[:batch_size]).mean() + F.softplus(-e[batch_size:]).mean()
-        if penalty > 0:
-            loss = loss + gradient_penalty(energy, x, xb, penalty, generator=g)
-        if not bool(torch.isfinite(loss)):
+        rows, data_rows = shard.rows(num_base), shard.rows(batch_size)
+        batch = (torch.randperm(n_train, generator=g, device=dev) if order is None else order(g))[:batch_size]
+        x = x_train[batch[data_rows]]
+        z = prior_draw(base, num_base, g)
+        pairs = penalty_pairs(g, batch_size, num_base, x) if penalty > 0 else None
+        xb, x_pair = base_samples(base, z, shard, rows, data_rows, pairs)
+        x_hat = None
+        if pairs is not None:
+            t = pairs[1][data_rows]
+            x_hat = (t * x.detach() + (1 - t) * x_pair.detach()).requires_grad_(True)
+        terms = ddp("energy")(x, xb, x_hat)
+        # KALE: loss −F(E, c) + λ·penalty; GAN (discriminator logit −E): −log σ(−E(x_data)) − log(1 − σ(−E(G z)))
+        local, loss, obj = energy_loss(shard, terms, batch_size, num_base, penalty, 0.0, kale=kale)
+        if not math.isfinite(loss):
             raise NonFinite("energy loss")
         energy_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        local.backward()
         clip(energy_params, "energy")
         energy_opt.step()
         if kale and not bool(torch.isfinite(c)):
             raise NonFinite("log-partition c")
-        return float(loss.detach()), float("nan") if obj is None else float(obj.detach())
+        return loss, float("nan") if obj is None else obj
 
     def base_step(g: torch.Generator) -> float:
-        e = energy(base(prior_draw(base, num_base, g)))
-        # KALE: −E_P[E] does not depend on θ; −logmeanexp(−E(G z)) has the gradient of kale_base_loss.
-        loss = kale_base_loss(e) if kale else F.softplus(e).mean()
-        if not bool(torch.isfinite(loss)):
-            raise NonFinite("base loss")
-        grads = torch.autograd.grad(loss, base_params)
-        for p, grad in zip(base_params, grads, strict=True):
-            p.grad = grad
+        z = prior_draw(base, num_base, g)[shard.rows(num_base)]
+        base_opt.zero_grad(set_to_none=True)
+        with frozen(energy_params):  # backward on the base alone (DDP accumulates into .grad)
+            # KALE: −E_P[E] does not depend on θ; −logmeanexp(−E(G z)) has the gradient of kale_base_loss.
+            local, loss = base_loss(shard, energy(ddp("base")(z)), num_base, kale=kale)
+            if not math.isfinite(loss):
+                raise NonFinite("base loss")
+            local.backward()
         clip(base_params, "base")
         base_opt.step()
-        return float(loss.detach())
+        return loss
 
     def n_energy_steps(step: int) -> int:
         burst = step == 0 or (burst_every is not None and step % burst_every == 0)

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import distributed
 from .._modes import eval_mode, train_mode
-from ._loop import Loop, as_data
+from ._loop import Loop, as_data, data_order
 from ._options import TrainingOptions, pick
 from .history import TrainingHistory
 from .kale_step import KaleSettings, KaleStep, clip_scaled_grad
@@ -167,7 +168,7 @@ def run_kale(gebm, train: Tensor | np.ndarray, val: Tensor | np.ndarray | None, 
              options: TrainingOptions) -> TrainingHistory:  # fmt: skip
     """:func:`fit_kale` with its keywords already gathered in ``kale`` and ``options``."""
     if options.device is not None:
-        gebm.to(options.device)
+        gebm.to(distributed.rank_device(options.device))  # "cuda" under torchrun: this rank's GPU
     c = gebm.log_partition
     x_train = as_data(train, "train", gebm.dim, c.dtype, c.device)
     x_val = as_data(val, "val", gebm.dim, c.dtype, c.device, optional=True)
@@ -175,7 +176,7 @@ def run_kale(gebm, train: Tensor | np.ndarray, val: Tensor | np.ndarray | None, 
     loop = Loop(
         kind="kale", model=gebm, optimizers=step.optimizers, schedulers=step.schedulers,
         train_size=x_train.shape[0], monitor=step.monitor, mode=step.mode, settings=step.settings(),
-        structure=step.structure(), payload=step.payload, **options.loop_kwargs(),
+        structure=step.structure(), payload=step.payload, order=data_order(x_train), **options.loop_kwargs(),
         desc="fit_kale" + (" (base + energy)" if kale.train_base else ""),
     )  # fmt: skip
     frozen = () if kale.train_base else (gebm.base,)  # a frozen base stays in eval mode throughout

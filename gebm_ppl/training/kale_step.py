@@ -10,17 +10,14 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .._modes import eval_mode
 from ..bases import DensityNotAvailable
-from ..energies import gradient_penalty
 from ..kale import (
     LogPartitionEstimate,
-    kale_base_loss,
     kale_from_log_partition,
     kale_nll_bound,
-    kale_objective,
     log_partition_from_log_weights,
     nll_from_log_partition,
 )
@@ -28,6 +25,7 @@ from ._checks import check_lr, check_nonnegative_float, check_nonnegative_int, c
 from ._data import fingerprint
 from ._loop import NonFinite
 from ._options import TrainingOptions, make_scheduler
+from ._parallel import EnergyTerms, Shard, base_loss, base_samples, energy_loss, frozen, penalty_pairs
 from ._rng import STREAM_BASE, STREAM_EVAL, STREAM_STEP, prior_draw, stream_generator
 from .mle import mean_nll
 
@@ -164,6 +162,7 @@ class KaleStep:
             self.optimizers["base"] = self.base_opt
             self.schedulers["base"] = make_scheduler(self.base_opt, options.schedule, options.epochs, self.mode)
         self.num_base = options.batch_size * kale.noise_factor
+        self.shard = Shard(self.device)  # joins torchrun's process group when launched by it
         self._cache: dict[str, object] = {}
 
     # ------------------------------------------------------------ what the loop stores
@@ -265,48 +264,73 @@ class KaleStep:
         return record
 
     # ------------------------------------------------------------ steps
+    def _ddp(self) -> tuple[nn.Module, nn.Module | None]:
+        """The energy-step module (energy and c) and the trained base, in DDP when W > 1; built on first use,
+        after c is initialised or a checkpoint restored (DDP broadcasts rank 0's weights when it wraps)."""
+        if "ddp" not in self._cache:
+            terms = self.shard.wrap(EnergyTerms(self.energy, self.c))
+            base = self.shard.wrap(self.base) if self.kale.train_base else None
+            self._cache["ddp"] = (terms, base)
+        return self._cache["ddp"]
+
     def base_step(self, step: int) -> float:
-        """One Adam step of the base on :func:`gebm_ppl.kale_base_loss` with fresh base samples."""
-        base, params = self.base, self.base_params
+        """One Adam step of the base on :func:`gebm_ppl.kale_base_loss` with fresh base samples.
+
+        Under W ranks each takes its share of the step's global latent draws; the softmax weights are
+        normalised over all of them (see :func:`~gebm_ppl.training._parallel.base_loss`), DDP averages the
+        gradients, and the energy's parameters are frozen meanwhile (DDP accumulates into ``.grad``, so
+        the gradient is taken by ``backward`` on the base alone, not by ``autograd.grad``).
+        """
+        sh, params = self.shard, self.base_params
+        _, base = self._ddp()
         g = stream_generator(self.options.seed, STREAM_BASE, step, self.device)
-        loss = kale_base_loss(self.energy(base(prior_draw(base, self.num_base, generator=g))))
-        if not bool(torch.isfinite(loss)):
-            raise NonFinite("KALE base loss")
-        grads = torch.autograd.grad(loss, params)
-        for p, grad in zip(params, grads, strict=True):
-            p.grad = grad
+        z = prior_draw(self.base, self.num_base, generator=g)[sh.rows(self.num_base)]
+        self.base_opt.zero_grad(set_to_none=True)
+        with frozen(self.energy_params):
+            local, value = base_loss(sh, self.energy(base(z)), self.num_base, kale=True)
+            if not math.isfinite(value):
+                raise NonFinite("KALE base loss")
+            local.backward()
         clip = self.kale.grad_clip
         if clip is not None and not bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, clip))):
             raise NonFinite("base gradient norm")
         self.base_opt.step()
-        return float(loss.detach())
+        return value
 
     def energy_step(self, idx: Tensor, step: int) -> dict:
-        """One Adam step of (E, c) on −F(E, c) + regularisers; then a base step when one is due."""
-        k, c, energy = self.kale, self.c, self.energy
+        """One Adam step of (E, c) on −F(E, c) + regularisers; then a base step when one is due.
+
+        ``idx`` is the step's global minibatch; under W ranks this rank takes its share of it and of the
+        step's global base and penalty draws, and DDP averages the gradients of the shares' losses (each W
+        times its share of the global loss), which is the gradient of the global-batch loss.
+        """
+        k, c, sh = self.kale, self.c, self.shard
+        terms_module, _ = self._ddp()
         g = stream_generator(self.options.seed, STREAM_STEP, step, self.device)
-        x = self.x_train[idx.to(self.device)]
-        n = x.shape[0]
-        with torch.no_grad():
-            xb = self.base(prior_draw(self.base, self.num_base, generator=g))
-        e = energy(torch.cat([x, xb])).double()  # the objective in float64: exp(−E − c) up to e^709
-        objective = kale_objective(e[:n], e[n:], c.double())
-        loss = -objective
-        if k.penalty > 0 and step % k.penalty_every == 0:
-            loss = loss + gradient_penalty(energy, x, xb, k.penalty, generator=g)
-        if k.energy_l2 > 0:
-            loss = loss + k.energy_l2 * (e * e).mean()
-        if not bool(torch.isfinite(loss)):
+        n, m = len(idx), self.num_base
+        rows, data_rows = sh.rows(m), sh.rows(n)
+        x = self.x_train[idx[data_rows].to(self.device)]
+        z = prior_draw(self.base, m, generator=g)
+        penalised = k.penalty > 0 and step % k.penalty_every == 0
+        pairs = penalty_pairs(g, n, m, x) if penalised else None
+        xb, x_pair = base_samples(self.base, z, sh, rows, data_rows, pairs)
+        x_hat = None
+        if pairs is not None:
+            t = pairs[1][data_rows]
+            x_hat = (t * x.detach() + (1 - t) * x_pair.detach()).requires_grad_(True)
+        local, loss, objective = energy_loss(sh, terms_module(x, xb, x_hat), n, m, k.penalty if penalised else 0.0,
+                                             k.energy_l2, kale=True)
+        if not math.isfinite(loss):
             raise NonFinite("KALE energy loss")
         self.energy_opt.zero_grad(set_to_none=True)
-        scale = 1.0 / max(1.0, abs(float(loss.detach()))) if k.grad_clip is not None else 1.0
-        (loss * scale).backward()
+        scale = 1.0 / max(1.0, abs(loss)) if k.grad_clip is not None else 1.0
+        (local * scale).backward()
         if k.grad_clip is not None and not clip_scaled_grad(self.clipped, k.grad_clip, scale):
             raise NonFinite("energy gradient norm")
         self.energy_opt.step()
         if not bool(torch.isfinite(c)):
             raise NonFinite("log-partition c")
-        metrics = {"train_loss": float(loss.detach()), "kale_batch": float(objective.detach())}
+        metrics = {"train_loss": loss, "kale_batch": objective}
         done, warmup = step + 1, k.warmup_energy_steps
         if k.train_base and done >= warmup and (done - warmup) % k.n_energy_steps == 0:
             metrics["base_loss"] = self.base_step(step)

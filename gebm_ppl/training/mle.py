@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 
@@ -9,11 +10,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import distributed
 from .._modes import eval_mode, train_mode
 from ._checks import check_lr, check_nonnegative_float
 from ._data import as_data, fingerprint
-from ._loop import Loop, NonFinite
+from ._loop import Loop, NonFinite, data_order
 from ._options import TrainingOptions, make_scheduler
+from ._parallel import LogProb, Shard
 from ._rng import STREAM_NOISE, stream_generator
 from .history import TrainingHistory
 
@@ -131,7 +134,7 @@ def fit_mle(
     noise_std = check_nonnegative_float(noise_std, "noise_std")
     grad_clip = None if grad_clip is None else check_lr(grad_clip, "grad_clip")
     if device is not None:
-        base.to(device)
+        base.to(distributed.rank_device(device))  # "cuda" under torchrun: this rank's GPU
     params = [p for p in base.parameters() if p.requires_grad]
     if not params:
         raise ValueError("'base' has no trainable parameters (none with requires_grad=True).")
@@ -158,27 +161,34 @@ def fit_mle(
     loop = Loop(
         kind="mle", model=base, optimizers={"model": optimizer}, schedulers={"model": scheduler},
         train_size=x_train.shape[0], monitor=monitor, mode="min", settings=settings, structure=structure,
-        payload=payload, desc="fit_mle", **options.loop_kwargs(),
+        payload=payload, desc="fit_mle", order=data_order(x_train), **options.loop_kwargs(),
     )  # fmt: skip
     if options.resume is not None:
         loop.load(options.resume)
+    shard = Shard(dev)  # joins torchrun's process group when launched by it
+    log_prob = shard.wrap(LogProb(base))  # DDP when W > 1 (after the resume: DDP broadcasts rank 0's weights)
 
     def train_step(idx: Tensor, step: int) -> dict:
-        x = x_train[idx.to(dev)]
+        # W ranks: this rank's share of the global minibatch and of its global noise draw; its loss is
+        # −(W/B) Σ_share log g_θ(x), so DDP's gradient average is that of the global-batch NLL.
+        rows = shard.rows(len(idx))
+        x = x_train[idx[rows].to(dev)]
         if noise_std > 0:  # ε is a function of (seed, step): a resumed run draws the same noise
             g = stream_generator(seed, STREAM_NOISE, step, dev)
-            x = x + noise_std * torch.randn(x.shape, generator=g, device=dev, dtype=x.dtype)
-        loss = -base.log_prob(x).mean()
-        if not bool(torch.isfinite(loss)):
+            eps = torch.randn((len(idx), x.shape[1]), generator=g, device=dev, dtype=x.dtype)
+            x = x + noise_std * eps[rows]
+        total = log_prob(x).sum()
+        loss = -float(shard.gather(total.double()).sum()) / len(idx)
+        if not math.isfinite(loss):
             raise NonFinite("training NLL")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (-shard.world / len(idx) * total).backward()
         if grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
             if not bool(torch.isfinite(norm)):
                 raise NonFinite("gradient norm")
         optimizer.step()
-        return {"train_loss": float(loss.detach())}
+        return {"train_loss": loss}
 
     def evaluate() -> dict:
         if x_val is None:
