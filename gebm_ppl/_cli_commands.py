@@ -187,7 +187,7 @@ def _takes_step_size(method: str) -> bool:
 _SAMPLE_FLAGS = {"method": ("method", "nuts"), "num_samples": ("num_samples", 1000),
                  "warmup": ("warmup_steps", 500), "chains": ("num_chains", 4), "temperature": ("temperature", 1.0),
                  "seed": ("seed", 0), "backend": ("backend", None), "step_size": ("step_size", None),
-                 "friction": ("friction", None)}
+                 "friction": ("friction", None), "chain_method": ("chain_method", None)}
 _METHOD_FREE = {"num_samples", "warmup_steps", "num_chains", "temperature", "seed"}  # apply to every method
 
 
@@ -254,6 +254,7 @@ def _prepare_sample(args):
     if args.backend is None:
         args.backend = runs.default_backend(args.method)
     _check_sample_flags(args)  # with the run's [sample] values filled in
+    _prepare_sample_devices(args)
     kwargs = {**getattr(args, "config_options", {}), **_parse_options(args.options)}
     for name in ("step_size", "friction"):
         if getattr(args, name) is not None:
@@ -263,10 +264,64 @@ def _prepare_sample(args):
     return run, kwargs
 
 
+def _prepare_sample_devices(args) -> None:
+    """Check --chain-method against the method and backend, and set up --device and --host-devices: for
+    numpyro they must take effect before JAX initialises, so this runs before anything calls JAX."""
+    from .sampling.driver import check_chain_method
+    from .sampling.registry import get_sampler
+
+    args.chain_method = check_chain_method(get_sampler(args.method), args.backend, args.chain_method)
+    if args.backend != "numpyro":
+        if args.host_devices is not None:
+            raise UsageError("--host-devices applies to --backend numpyro (JAX devices); pyro's parallel chains "
+                             "run in processes.")
+        if args.device is not None:
+            import torch
+
+            try:
+                device = torch.device(args.device)
+            except RuntimeError as e:
+                raise UsageError(f"--device {args.device!r} is not a torch device: {e}") from None
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise UsageError("--device cuda: no CUDA device is available here.")
+        if args.chain_method == "parallel":
+            from .sampling.pyro_mcmc import max_parallel_chains
+
+            if args.chains > max_parallel_chains():
+                raise UsageError(f"--chain-method parallel runs one process per chain, and Pyro runs at most "
+                                 f"{max_parallel_chains()} here (CPUs - 1); use --chains "
+                                 f"{max_parallel_chains()} or --chain-method sequential.")
+        return
+    import jax
+
+    if args.device is not None:
+        kind = args.device.split(":")[0]
+        if kind not in ("cpu", "cuda", "gpu"):
+            raise UsageError(f"--device {args.device!r} with --backend numpyro should be cpu or cuda.")
+        if kind == "cpu":
+            jax.config.update("jax_platforms", "cpu")  # read when JAX initialises
+    if args.host_devices is not None:
+        from .numpyro.mcmc import set_host_devices
+
+        try:
+            set_host_devices(args.host_devices)
+        except RuntimeError as e:
+            raise UsageError(f"--host-devices: {e}") from None
+    if args.device is not None and jax.default_backend() != ("cpu" if kind == "cpu" else "gpu"):
+        raise UsageError(f"--device {args.device}: JAX's backend is {jax.default_backend()} (JAX was initialised "
+                         "before, or has no GPU here: install jax with CUDA support).")
+    from .numpyro.mcmc import check_chain_devices
+
+    check_chain_devices(args.chain_method, args.chains)  # ValueError naming --host-devices when too few
+
+
 def _run_sample(args, prepared) -> int:
     from . import runs
 
     run, kwargs = prepared
+    if args.backend == "pyro" and args.device is not None:
+        run.gebm.to(args.device)
+    kwargs = {"chain_method": args.chain_method, **kwargs}  # an --option chain_method=... wins, as for other keys
     try:
         files = runs.sample_run(run, args.out, netcdf=args.netcdf, method=args.method, backend=args.backend,
                                 num_samples=args.num_samples, warmup_steps=args.warmup, num_chains=args.chains,

@@ -195,6 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "NumPyro kernel, else pyro")
     sa.add_argument("--chains", type=_positive_int, default=None, metavar="C",
                     help="number of chains (default: [sample], else 4)")
+    sa.add_argument("--chain-method", choices=("vectorized", "parallel", "sequential"), default=None,
+                    help="how the chains run: numpyro vectorized (default; one program batched over chains), "
+                         "parallel (one JAX device per chain; on CPU with --host-devices) or sequential; pyro "
+                         "nuts/hmc sequential (default) or parallel (one process per chain, at most CPUs - 1); "
+                         "the other pyro samplers run the chains as one batch (vectorized)")
+    sa.add_argument("--host-devices", type=_positive_int, default=None, metavar="N",
+                    help="numpyro: ask XLA for N CPU devices (one per parallel chain), before JAX initialises")
+    sa.add_argument("--device", default=None,
+                    help="where sampling runs: pyro: the torch device of the GEBM (cpu, cuda; default cpu); "
+                         "numpyro: cpu or cuda, JAX's backend (default: JAX's default)")
     sa.add_argument("--temperature", type=_positive_float, default=None, metavar="T",
                     help="energy temperature T (1 samples the model itself; default: [sample], else 1)")
     sa.add_argument("--seed", type=_nonnegative_int, default=None, help="sampler seed (default: [sample], else 0)")

@@ -7,7 +7,8 @@ Documented exceptions (not tested here):
 * The two backends share a seed's starting points (:func:`gebm_ppl.numpyro.mcmc.default_init`), not
   its draws: Pyro uses torch's generator, NumPyro a JAX PRNG key.
 * NumPyro's ``chain_method="parallel"`` runs one chain per device with ``pmap``; it needs as many
-  host devices, set before JAX starts, so it is not exercised in this single-device test process.
+  host devices, set before JAX starts, so it is exercised in fresh processes (tests/test_chains_parallel.py,
+  tests/test_numpyro.py), as are Pyro's chains in processes (the sequential chains' draws, bitwise).
 * Bitwise equality holds for the same library versions, thread count and hardware; across
   machines or thread counts floating-point reductions may differ in the last bits.
 """

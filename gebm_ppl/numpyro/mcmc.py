@@ -45,8 +45,8 @@ from ..sampling.registry import get_sampler
 from .distribution import as_jax_gebm
 from .kernels_hmc import hmc_kernel, nuts_kernel
 
-__all__ = ["default_init", "hmc_kernel", "nuts_kernel", "sample_latent_numpyro", "sample_potential_numpyro",
-           "set_host_devices"]
+__all__ = ["check_chain_devices", "default_init", "hmc_kernel", "nuts_kernel", "sample_latent_numpyro",
+           "sample_potential_numpyro", "set_host_devices"]
 
 _CHAIN_METHODS = NUMPYRO_CHAIN_METHODS
 # JAX's monitoring events that cover tracing, lowering and XLA compilation of a jitted function.
@@ -114,8 +114,12 @@ def set_host_devices(n: int) -> int:
     return count
 
 
-def _check_chain_method(chain_method: object, num_chains: int) -> str:
-    """The chain method, checked; parallel chains need one JAX device each."""
+def check_chain_devices(chain_method: object, num_chains: int) -> str:
+    """The chain method, checked: one of ``_CHAIN_METHODS``, and parallel chains need one JAX device each.
+
+    Raises:
+        ValueError: an unknown chain method, or ``"parallel"`` with fewer JAX devices than ``num_chains``.
+    """
     if chain_method not in _CHAIN_METHODS:
         raise ValueError(f"'chain_method' should be one of {_CHAIN_METHODS}. Got {chain_method!r}.")
     devices = jax.local_device_count()
@@ -163,7 +167,7 @@ def _build(method: str, potential_fn, method_kwargs: dict):
 
 def _run(kernel, init, num_samples, warmup_steps, num_chains, seed, progress, chain_method, thin):
     """Run ``numpyro.infer.MCMC``; returns z [C, N, d], sample_stats, counts, sampling and compile time."""
-    _check_chain_method(chain_method, num_chains)
+    check_chain_devices(chain_method, num_chains)
     mcmc = MCMC(
         kernel,
         num_warmup=warmup_steps,
@@ -214,7 +218,7 @@ def sample_potential_numpyro(
         raise ValueError(f"'init' should have shape [num_chains, d]. Got {init.shape}.")
     dtype = jnp.float64 if init.dtype == np.float64 and jax.config.jax_enable_x64 else jnp.float32
     init = _check_init(init, init.shape[0], init.shape[1], dtype)
-    _check_chain_method(chain_method, init.shape[0])
+    check_chain_devices(chain_method, init.shape[0])
     kernel, thin, burn_in, settings = _build(method, potential_fn, method_kwargs)
     z, stats, counts, sampling_time, compile_time = _run(
         kernel, init, _check_int(num_samples, "num_samples", 1),
@@ -294,7 +298,7 @@ def sample_latent_numpyro(
     temperature = float(temperature)
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"'temperature' should be a positive finite number. Got {temperature}.")
-    _check_chain_method(chain_method, num_chains)
+    check_chain_devices(chain_method, num_chains)
     get_sampler(method).validate(method_kwargs, "numpyro")  # unknown method, backend or keywords: fail before JIT
     d = jg.latent_dim
     if init is None:
