@@ -58,6 +58,33 @@ def _wrote(paths: Sequence[Path], file=None) -> None:
         print(f"Wrote {path}", file=file or sys.stdout)
 
 
+def _torch_device(text: str):
+    """``torch.device(text)``, or UsageError when it is not a device or CUDA is asked for and absent."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError as e:
+        raise UsageError(f"--device {text!r} is not a torch device: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here.")
+    return device
+
+
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """``argv`` less ``--nproc N`` / ``--nproc=N`` (the ranks know they are ranks; and torch.distributed.run's
+    own parser would take ``--nproc`` for an abbreviation of its ``--nproc-per-node``)."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
+
+
 # ------------------------------------------------------------------------------------------ fit
 def _prepare_fit(args):
     from . import runs
@@ -79,6 +106,9 @@ def _prepare_fit(args):
             raise UsageError(f"--device {args.device!r} is not a torch device: {e}") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UsageError("--device cuda: no CUDA device is available here.")
+        if device.type == "cuda" and args.nproc > 1 and torch.cuda.device_count() < args.nproc:
+            raise UsageError(f"--nproc {args.nproc} --device cuda needs a GPU per process; "
+                             f"{torch.cuda.device_count()} are visible here.")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} exists and is not a folder.")
@@ -86,16 +116,25 @@ def _prepare_fit(args):
 
 
 def _run_fit(args, prepared) -> int:
-    from . import runs
+    from . import distributed, runs
 
     config, data = prepared
-    log = (lambda msg: print(f"gebm fit: {msg}", file=sys.stderr, flush=True))  # noqa: E731
+    if args.nproc > 1 and not distributed.launched():  # this process launches the ranks, which train
+        print(f"gebm fit: training on {args.nproc} processes (torch.distributed.run)", file=sys.stderr, flush=True)
+        return distributed.launch(_without_nproc(args.argv), args.nproc)
+    distributed.init(args.device)  # under torchrun: join the ranks (NCCL for cuda, else gloo)
+    device = distributed.rank_device(args.device)  # cuda: this rank's GPU
+    main = distributed.is_main()
+    log = (lambda msg: print(f"gebm fit: {msg}", file=sys.stderr, flush=True)) if main else (lambda msg: None)  # noqa: E731
     log(f"data {data!r}")
     try:
-        run = runs.fit_run(args.out, data, config, seed=args.seed, device=args.device, progress=args.progress,
-                           checkpoint_every=args.checkpoint_every, overwrite=args.overwrite, log=log)
+        run = runs.fit_run(args.out, data, config, seed=args.seed, device=None if device is None else str(device),
+                           progress=args.progress, checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
+                           log=log)
     except runs.RunMismatch as e:
         raise UsageError(str(e)) from None
+    if not main:  # rank 0 reports
+        return EXIT_OK
     s = run.info.get("summary", {})
     base_name = run.config["base"]["class"]
     print(f"Fitted a GEBM on {data.metadata.get('name')} ({data.dim} dims) into {run.path}")
@@ -135,6 +174,8 @@ def _run_evaluate(args, run) -> int:
 
     from . import runs
 
+    if args.device is not None:
+        run.gebm.to(_torch_device(args.device))
     res = runs.evaluate_run(run, args.split, num_samples=args.num_samples, seed=args.seed)
     path = Path(args.run_dir) / f"evaluation-{args.split}.json"
     if args.json:

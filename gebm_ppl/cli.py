@@ -145,7 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="file input: the columns to keep, by header name or 1-based index (-1 = the last)")
     fit.add_argument("--drop", type=_names, metavar="A,B,...", help="file input: columns to leave out")
     fit.add_argument("--delimiter", metavar="CHAR", help="CSV input: the field delimiter (default: sniffed)")
-    fit.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
+    fit.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu); with --nproc, "
+                     "cuda puts rank r on cuda:r and the ranks talk over NCCL (gloo on the CPU)")
+    fit.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                     help="train data-parallel on N local processes (torch.distributed.run, DistributedDataParallel): "
+                          "every step uses the same global minibatch as one process, each rank its share; rank 0 "
+                          "writes the run folder")
     fit.add_argument("--checkpoint-every", type=_positive_int, metavar="STEPS",
                      help="checkpoint every STEPS optimizer steps (default: after every epoch)")
     fit.add_argument("--overwrite", action="store_true",
@@ -169,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="base samples for the log-partition estimate")
     ev.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the base samples")
     ev.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    ev.add_argument("--device", default=None, help="torch device of the evaluation, e.g. cpu or cuda (default: cpu)")
 
     # ---- sample
     sa = command(
@@ -257,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help / --version (0) or a usage error (2)
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # gebm fit --nproc N relaunches itself with these
     debug = getattr(args, "debug", False) or os.environ.get("GEBM_DEBUG", "") not in ("", "0")
     prog = f"gebm {args.command}"
     prepare, run = COMMANDS[args.command]

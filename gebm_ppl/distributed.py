@@ -204,7 +204,7 @@ def shard(n: int, rank_: int | None = None, world: int | None = None) -> slice:
 
 
 # ------------------------------------------------------------------------------------------ launcher
-def launch(argv: Sequence[str], nproc: int, *, module: str = "gebm_ppl.cli") -> int:
+def launch(argv: Sequence[str], nproc: int, *, module: str = "gebm_ppl") -> int:
     """Run ``python -m <module> <argv>`` on ``nproc`` local ranks with torch.distributed.run; its exit code.
 
     Uses torchrun's standalone rendezvous (a free port on this machine), so several launches can run at once.

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, distributed
 from ..gebm import GEBM
 from .config import build_base, build_energy, check_config, has_density, validate_config
 from .files import (
@@ -150,6 +150,8 @@ def fit_run(
         gebm_ppl.TrainingDiverged: a training loss became non-finite (the checkpoints stay).
     """
     say = log or (lambda msg: None)
+    distributed.init(device)  # under torchrun: the ranks train together; rank 0 alone writes the folder
+    main = distributed.is_main()
     config = validate_config(config or {})
     check_config(config, data.dim, image_shape(data))
     run_dir = Path(run_dir)
@@ -163,22 +165,25 @@ def fit_run(
             return load_run(run_dir)
         say(f"continuing the unfinished run in {run_dir}")
         started = old.get("started", started)
-    elif overwrite:
+    elif overwrite and main:
         stale = [run_dir / n for n in (RUN_FILE, GEBM_FILE, HISTORY_FILE, *CHECKPOINTS.values())]
         for path in [*stale, *run_dir.glob("evaluation-*.json")]:
             path.unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     info = {
         "format": RUN_FORMAT,
         "version": RUN_VERSION,
         "gebm_ppl_version": __version__,
         "identity": identity,
-        "data_key": write_data(run_dir / "data.h5", data),
+        "data_key": write_data(run_dir / "data.h5", data) if main else None,
         "dataset": {k: data.metadata.get(k) for k in ("name", "protocol", "description", "dim", "sizes")},
         "status": "fitting",
         "started": started,
     }
-    write_json(info_path, info)
+    if main:
+        write_json(info_path, info)
+    distributed.barrier()  # every rank sees the folder (and its checkpoints) as rank 0 left it
 
     gebm = build_gebm(config, data, seed)
     if device is not None:
@@ -197,8 +202,10 @@ def fit_run(
         stages[stage] = history
         say(f"{stage}: {history!r}")
     gebm.eval()
-    write_json(run_dir / HISTORY_FILE, {k: h.to_dict() for k, h in stages.items()})
-    gebm.save(run_dir / GEBM_FILE, run_dir=str(run_dir.resolve()), seed=int(seed))
     info.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), summary=_summary(stages))
-    write_json(info_path, info)
+    if main:
+        write_json(run_dir / HISTORY_FILE, {k: h.to_dict() for k, h in stages.items()})
+        gebm.save(run_dir / GEBM_FILE, run_dir=str(run_dir.resolve()), seed=int(seed))
+        write_json(info_path, info)
+    distributed.barrier()
     return Run(run_dir, gebm.cpu(), data, config, info)
