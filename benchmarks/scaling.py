@@ -165,7 +165,38 @@ def exponents(points: list[dict]) -> list[dict]:
     return out
 
 
+def _find(points: list[dict], **want) -> dict | None:
+    return next((p for p in points if all(p[k] == v for k, v in want.items())), None)
+
+
+def summary(points: list[dict], slopes: list[dict]) -> list[str]:
+    """Sentences computed from the measurements: exponents, streamed vs in-memory memory, ranks speed-up."""
+    label = {"kale": "KALE epoch", "nll": "test NLL"}
+    out = []
+    for kind in KINDS:
+        parts = [f"{s['set']} ({s['dims']} dims) {s['exponent']:.2f}" for s in slopes if s["kind"] == kind]
+        if parts:
+            out.append(f"* Fitted exponent of the {label[kind]} time in the rows: " + ", ".join(parts) + ".")
+    for kind in KINDS:
+        for mem in (p for p in points if p["source"] == "memory" and p["kind"] == kind):
+            h5 = _find(points, kind=kind, set=mem["set"], rows=mem["rows"], ranks=1, source="h5")
+            if h5 is not None and mem["rows"] == max(p["rows"] for p in points):
+                data = mem["rows"] * mem["dims"] * 4 / 2**20
+                out.append(f"* {label[kind]}, {mem['set']}, {mem['rows']:,} rows ({data:.0f} MiB of float32): peak "
+                           f"memory growth {h5['rss_growth_mib']:.0f} MiB streamed vs {mem['rss_growth_mib']:.0f} MiB "
+                           f"in memory; time {h5['time_s']:.2f} s vs {mem['time_s']:.2f} s.")  # fmt: skip
+    for p in points:
+        if p["ranks"] > 1:
+            one = _find(points, kind=p["kind"], set=p["set"], rows=p["rows"], ranks=1, source=p["source"])
+            if one is not None:
+                out.append(f"* {label[p['kind']]}, {p['set']}, {p['rows']:,} rows: {p['ranks']} ranks take "
+                           f"{p['time_s']:.2f} s vs {one['time_s']:.2f} s on one (speed-up "
+                           f"{one['time_s'] / p['time_s']:.2f}×).")  # fmt: skip
+    return out
+
+
 def markdown(points: list[dict], slopes: list[dict], meta: dict) -> str:
+    """The results page: table of points, fitted exponents, computed summary, command and machine."""
     lines = [
         "| quantity | set (dims) | rows | ranks | data | time (s) | eval (s) | steps | peak RSS (MiB) | growth (MiB) |",
         "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
@@ -181,8 +212,12 @@ def markdown(points: list[dict], slopes: list[dict], meta: dict) -> str:
     for s in slopes:
         lines.append(f"| {label[s['kind']]} | {s['set']} ({s['dims']}) | {s['exponent']:.2f} | "
                      f"{', '.join(f'{r:,}' for r in s['rows'])} |")  # fmt: skip
-    lines += ["", f"Command: `{meta['command']}`; {meta['machine']}; load average before/after: "
-                  f"{meta['load_before']} / {meta['load_after']}; total {meta['total_s']:.0f} s."]  # fmt: skip
+    lines += ["", *summary(points, slopes)]
+    lines += ["", f"Command: `{meta['command']}`; {meta['machine']}; load average (1, 5, 15 min) before / after: "
+                  f"{meta['load_before']} / {meta['load_after']}; total {meta['total_s']:.0f} s.",
+              "", "Time: the KALE epoch's energy steps (`eval`: its end-of-epoch F on all rows and Â) or the "
+                  "whole `evaluate_gebm` call; growth: peak RSS minus the RSS after imports and model "
+                  "construction."]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -237,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=ROOT / "results" / "scaling.json")
     p.add_argument("--md", type=Path, help="also write the markdown table here")
     p.add_argument("--plot", type=Path, help="write the log-log plot here (PNG)")
+    p.add_argument("--report", type=Path, help="re-render the table and plot from this JSON, measuring nothing")
     # one point, in a subprocess
     p.add_argument("--point", action="store_true", help=argparse.SUPPRESS)
     for flag in ("--kind", "--set", "--source", "--data", "--result"):
@@ -246,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         args.rows = int(args.rows[0])
         run_point(args)
         return 0
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        return report(saved["points"], saved["meta"], args, write_json=False)
     grid = FULL if args.full else QUICK
     rows, names, ranks = args.rows or grid["rows"], args.sets or grid["sets"], args.ranks or grid["ranks"]
     t0 = time.perf_counter()
@@ -273,19 +312,25 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr, flush=True)  # fmt: skip
     meta["load_after"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
     meta["total_s"] = time.perf_counter() - t0
+    return report(points, meta, args, write_json=True)
+
+
+def report(points: list[dict], meta: dict, args: argparse.Namespace, write_json: bool) -> int:
+    """Print the markdown table; write the JSON, ``--md`` and ``--plot`` outputs."""
     slopes = exponents(points)
     table = markdown(points, slopes, meta)
     print(table)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"meta": meta, "points": points, "exponents": slopes}, indent=1))
-    print(f"\nJSON: {args.json}", file=sys.stderr)
+    if write_json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"meta": meta, "points": points, "exponents": slopes}, indent=1))
+        print(f"\nJSON: {args.json}", file=sys.stderr)
     if args.md:
         args.md.write_text(table + "\n")
+        print(f"markdown: {args.md}", file=sys.stderr)
     if args.plot:
         plot(points, args.plot)
         print(f"plot: {args.plot}", file=sys.stderr)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -109,8 +109,7 @@ class H5Array:
         else:
             self.chunk_rows = chunk_rows if chunk_rows is not None else max(1, _VIRTUAL_CHUNK_BYTES // row_bytes)
         self.block_chunks = max(1, block_bytes // (self.chunk_rows * row_bytes))
-        self._file = None
-        self._pid = None
+        self._file = self._ds = self._pid = None
 
     # ------------------------------------------------------------ tensor-like surface
     def __len__(self) -> int:
@@ -137,26 +136,28 @@ class H5Array:
 
     # ------------------------------------------------------------ pickling: reopen per process
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_file", "_pid")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_file", "_ds", "_pid")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._file, self._pid = None, None
+        self._file, self._ds, self._pid = None, None, None
 
     def _dataset(self):
         if self._file is None or self._pid != os.getpid():
             import h5py
 
-            # HDF5's own chunk cache holds one shuffle block of a chunked dataset
-            self._file = h5py.File(self.path, "r", rdcc_nbytes=self.block_bytes, rdcc_nslots=1_000_003)
+            # HDF5's own chunk cache holds one shuffle block of a chunked dataset (~100 hash slots per chunk)
+            slots = 100 * self.block_chunks + 1
+            self._file = h5py.File(self.path, "r", rdcc_nbytes=self.block_bytes, rdcc_nslots=slots)
+            self._ds = self._file[self.name]
             self._pid = os.getpid()
-        return self._file[self.name]
+        return self._ds
 
     def close(self) -> None:
         """Close the file handle (it reopens on the next read)."""
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
-        self._file = None
+        self._file = self._ds = None
 
     # ------------------------------------------------------------ reads
     def _read(self, sel) -> np.ndarray:
