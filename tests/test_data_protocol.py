@@ -127,7 +127,10 @@ def test_paper_parkinsons_is_not_dequantised(tmp_path):
     raw = _write_parkinsons(tmp_path)
     out = kexpfam.build_parkinsons_paper({PARK: tmp_path / PARK}, 1)
     kept = [PARK_HEADER[3:].index(c) for c in out[3]["columns"]]
-    assert len(kept) == 17 and out[3]["dequantisation"]["noise"] == "none"
+    # the authors' rule: |corr| in the first pass, signed afterwards, so the anti-correlated copy of column 11
+    # stays (18 columns); the default protocol's rule drops both copies (17)
+    assert kept == [i for i in range(19) if i != 4] and out[3]["dequantisation"]["noise"] == "none"
+    assert len(kexpfam.build_parkinsons({PARK: tmp_path / PARK}, 1)[3]["columns"]) == 17
     recovered = gp.units.to_original(_all(out), {"preprocessing": out[3]})
     shuffled = raw[np.random.RandomState(1).permutation(len(raw))][:, kept]
     np.testing.assert_allclose(recovered, shuffled, rtol=1e-9, atol=1e-12 * np.abs(raw).max())
