@@ -113,6 +113,12 @@ def fit_adversarial(
     record's ``epoch`` counts blocks of ``eval_every`` generator steps (and so does the epoch
     named in a :class:`TrainingDiverged` message).
 
+    Started by ``torchrun --nproc_per_node W`` (or ``gebm fit --nproc W``), the run is data-parallel on W
+    processes (DistributedDataParallel, gloo on the CPU, NCCL on CUDA with ``device="cuda"``: rank r on
+    ``cuda:r``): every step uses the one-process run's global minibatch and random draws, each rank its
+    share, so the result equals the one-process run up to float rounding; rank 0 writes the checkpoints,
+    which resume with any number of processes (see :mod:`gebm_ppl.distributed`).
+
     Args:
         gebm: a :class:`gebm_ppl.GEBM` (any base: a generator, a flow, ...), trained in place.
         train: training data ``[N, D]`` (flat images for image models).

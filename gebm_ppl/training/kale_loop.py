@@ -92,6 +92,12 @@ def fit_kale(
     (mean energy loss with the regularisers), ``kale_batch`` (mean minibatch F before each step)
     and, with ``train_base``, ``base_loss``.
 
+    Started by ``torchrun --nproc_per_node W`` (or ``gebm fit --nproc W``), the run is data-parallel on W
+    processes (DistributedDataParallel, gloo on the CPU, NCCL on CUDA with ``device="cuda"``: rank r on
+    ``cuda:r``): every step uses the one-process run's global minibatch and random draws, each rank its
+    share, so the result equals the one-process run up to float rounding; rank 0 writes the checkpoints,
+    which resume with any number of processes (see :mod:`gebm_ppl.distributed`).
+
     Args:
         gebm: a :class:`gebm_ppl.GEBM`, trained in place.
         train: training data ``[N, D]`` (tensor or numpy array), converted to the GEBM's dtype and device.

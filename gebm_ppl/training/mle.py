@@ -72,6 +72,12 @@ def fit_mle(
     improvement, and the best weights are restored into ``base`` at the end; without ``val`` the
     final weights are kept.
 
+    Started by ``torchrun --nproc_per_node W`` (or ``gebm fit --nproc W``), the run is data-parallel on W
+    processes (DistributedDataParallel, gloo on the CPU, NCCL on CUDA with ``device="cuda"``: rank r on
+    ``cuda:r``): every step uses the one-process run's global minibatch and random draws, each rank its
+    share, so the result equals the one-process run up to float rounding; rank 0 writes the checkpoints,
+    which resume with any number of processes (see :mod:`gebm_ppl.distributed`).
+
     Args:
         base: any ``nn.Module`` with ``log_prob(x) -> [N]`` (a :class:`gebm_ppl.RealNVP`, an nflows
             ``Flow`` in a small adapter, ...). It is trained in place.
