@@ -352,7 +352,7 @@ def test_numpyro_backend_gets_the_validated_arguments(monkeypatch):
     assert kw.pop("init").shape == (3, 2)
     assert kw == dict(
         method="hmc", num_samples=11, warmup_steps=7, num_chains=3, temperature=2.0, seed=5, progress=False,
-        num_steps=4,
+        chain_method="vectorized", num_steps=4,
     )
     with pytest.raises(ValueError, match="'init' contains NaN"):
         gp.sample_latent(case.gebm, "nuts", "numpyro", num_chains=1, init=torch.tensor([[0.0, math.nan]]))
