@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, nargs="+", help="row counts (default: quick 1e4 1e5)")
     p.add_argument("--sets", nargs="+", choices=list(SETS), help="MAF shapes (default: quick power bsds300)")
     p.add_argument("--ranks", type=int, nargs="+", help="ranks at the largest rows of the first set (default 1 2)")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="what to measure (default both)")
     p.add_argument("--compare-memory", action=argparse.BooleanOptionalAction, default=True,
                    help="also the last set with the rows loaded in memory (default: on)")  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             data = work / f"synthetic_{SETS[name]}d_{n}.h5"
             if not data.is_file():
                 write_synthetic(data, n, SETS[name])
-            for kind in KINDS:
+            for kind in args.kinds:
                 point = measure(kind, name, n, w, source, data, args)
                 points.append(point)
                 print(f"# {kind:4s} {name:13s} rows={n:>9,} ranks={w} {source:6s} time={point['time_s']:8.2f} s "

@@ -65,6 +65,17 @@ class H5Array:
         FileNotFoundError: no file at ``path``.
         KeyError: the file has no dataset ``name`` (the message lists the datasets it has).
         ValueError: the dataset is not 2-D or has no rows or columns. TypeError: not real numbers.
+
+    Example:
+        >>> import h5py, numpy as np, torch, gebm_ppl as gp
+        >>> with h5py.File("rows.h5", "w") as f:
+        ...     _ = f.create_dataset("train", data=np.random.default_rng(0).normal(size=(500, 2)).astype("float32"))
+        >>> x = gp.data.H5Array("rows.h5", "train")
+        >>> x.shape, x[torch.tensor([3, 1, 3])].shape
+        (torch.Size([500, 2]), torch.Size([3, 2]))
+        >>> base = gp.RealNVP(2, hidden_features=8, num_layers=2)
+        >>> len(gp.fit_mle(base, x, epochs=2, batch_size=100, progress=False).records)  # streams the rows
+        2
     """
 
     def __init__(
