@@ -14,11 +14,13 @@ OUT CKPT`` runs the 2-process side and rank 0 saves its results under OUT.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import gebm_ppl as gp
@@ -111,22 +113,26 @@ def test_two_gloo_processes_equal_one_and_resume_across_world_sizes(tmp_path):
     assert history.settings["resumed_at_step"] == STOP
 
 
-def test_gebm_fit_nproc_2_smoke(tmp_path):
-    """``gebm fit --nproc 2``: two ranks train a tiny run; rank 0 writes the run folder, which evaluates."""
+def test_gebm_fit_nproc_2_equals_one_process(tmp_path):
+    """``gebm fit --nproc 2`` (MLE, then KALE): rank 0 writes a run folder that evaluates, and whose GEBM is
+    the one ``gebm fit`` trains in one process, to the tolerance above."""
     from gebm_ppl.cli import main
 
     x = torch.randn(300, 2, generator=torch.Generator().manual_seed(4))
     csv = tmp_path / "toy.csv"
     csv.write_text("a,b\n" + "\n".join(f"{a:.6f},{b:.6f}" for a, b in x.tolist()) + "\n")
-    out = tmp_path / "run"
     sets = ["base.hidden_features=8", "base.num_layers=2", "energy.hidden=[16]", "mle.epochs=2", "kale.epochs=2",
             "kale.log_partition_samples=300", "mle.batch_size=16", "kale.batch_size=16"]
-    args = ["fit", str(csv), "--out", str(out), "--nproc", "2", "--no-progress"]
-    for s in sets:
-        args += ["--set", s]
-    assert main(args) == 0
-    assert (out / "gebm.pt").is_file() and (out / "run.json").is_file()
-    assert main(["evaluate", str(out), "--num-samples", "500", "--split", "val"]) == 0
+    args = ["fit", str(csv), "--device", "cpu", "--no-progress", *[a for s in sets for a in ("--set", s)]]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert main([*args, "--out", str(tmp_path / "two"), "--nproc", "2"]) == 0
+    assert (tmp_path / "two" / "run.json").is_file()
+    assert main(["evaluate", str(tmp_path / "two"), "--num-samples", "500", "--split", "val", "--device", "cpu"]) == 0
+    one, two = (gp.GEBM.load(tmp_path / d / "gebm.pt").state_dict() for d in ("one", "two"))
+    for name, t in one.items():
+        assert float((t - two[name]).abs().max()) <= ATOL, name
+    h1, h2 = (json.loads((tmp_path / d / "history.json").read_text()) for d in ("one", "two"))
+    assert h1["kale"]["records"][-1]["val_nll"] == pytest.approx(h2["kale"]["records"][-1]["val_nll"], rel=RTOL)
 
 
 def _worker(out_dir: str, ckpt_in: str) -> None:
