@@ -39,6 +39,11 @@ class Shard:
     def __init__(self, device: torch.device):
         distributed.init(device)
         self.rank, self.world, self.device = distributed.rank(), distributed.world_size(), torch.device(device)
+        if self.world > 1 and self.device.type == "cuda" and self.device.index != torch.cuda.current_device():
+            raise RuntimeError(
+                f"rank {self.rank} trains on {self.device} but its GPU is cuda:{torch.cuda.current_device()}; "
+                "pass device='cuda' (each rank then takes cuda:LOCAL_RANK) instead of moving the model yourself."
+            )
 
     def rows(self, n: int) -> slice:
         """This rank's contiguous share of ``n`` rows."""
