@@ -317,14 +317,7 @@ def _prepare_sample_devices(args) -> None:
             raise UsageError("--host-devices applies to --backend numpyro (JAX devices); pyro's parallel chains "
                              "run in processes.")
         if args.device is not None:
-            import torch
-
-            try:
-                device = torch.device(args.device)
-            except RuntimeError as e:
-                raise UsageError(f"--device {args.device!r} is not a torch device: {e}") from None
-            if device.type == "cuda" and not torch.cuda.is_available():
-                raise UsageError("--device cuda: no CUDA device is available here.")
+            _torch_device(args.device)  # UsageError: not a torch device, or CUDA absent
         if args.chain_method == "parallel":
             from .sampling.pyro_mcmc import max_parallel_chains
 
@@ -361,7 +354,7 @@ def _run_sample(args, prepared) -> int:
 
     run, kwargs = prepared
     if args.backend == "pyro" and args.device is not None:
-        run.gebm.to(args.device)
+        run.gebm.to(_torch_device(args.device))
     kwargs = {"chain_method": args.chain_method, **kwargs}  # an --option chain_method=... wins, as for other keys
     try:
         files = runs.sample_run(run, args.out, netcdf=args.netcdf, method=args.method, backend=args.backend,
