@@ -1,4 +1,5 @@
-"""benchmarks/uci_density.py: a smoke run (one dataset, one seed, tiny epochs) and its outputs; configs; summaries."""
+"""benchmarks/uci_density.py: smoke runs (tiny models, 1 epoch) in 1 and 2 worker processes, configs, selection,
+summaries over seeds, units and dominant points."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from common import uci_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 UCI = uci_dir()
+HAS_WINE = (UCI / "wine-quality" / "winequality-red.csv").is_file()
 
 
 def _module(name: str):
@@ -33,63 +35,98 @@ TINY = [
     "--set", "nsf.hidden_features=8", "--set", "nsf.num_layers=1",
     "--set", "kale.noise_factor=2", "--set", "kale_joint.noise_factor=2",
     "--set", "kale.log_partition_samples=500", "--set", "kale_joint.log_partition_samples=500",
+    "--set", "select.flow.noise_std=[0.0, 0.2]", "--set", "select.flow.weight_decay=[0.0]",
+    "--set", "select.flow.hidden_features=[8]", "--set", "select.energy.penalty=[0.1, 1.0]",
     "--set", "kale_joint.energy_lr=-1",  # makes gebm-joint fail: the run must record it and go on
 ]  # fmt: skip
 
 
-@pytest.mark.skipif(not (UCI / "wine-quality" / "winequality-red.csv").is_file(), reason=f"no UCI files in {UCI}")
-def test_smoke_run_writes_table_json_h5_png(tmp_path, capsys, monkeypatch):
+def _run(bench, tmp_path, name, workers, capfd):
+    argv = ["--datasets", "red-wine", "--seeds", "2", "--epochs", "1", "--eval-samples", "2000", "--threads", "1",
+            "--workers", str(workers), "--data-dir", str(UCI), "--out", str(tmp_path / name), "--no-progress",
+            *TINY]  # fmt: skip
+    assert bench.main(argv) == 0
+    captured = capfd.readouterr()
+    return captured.out, captured.err
+
+
+@pytest.mark.skipif(not HAS_WINE, reason=f"no UCI files in {UCI}")
+def test_smoke_runs_in_one_and_two_workers_agree_bit_for_bit(tmp_path, capfd, monkeypatch):
+    """~25 s on 2 cores: 2 seeds × (3 flows × 2 grid points + 2 energies + joint), twice."""
     monkeypatch.setenv("GEBM_CACHE_DIR", str(tmp_path / "cache"))
     bench = _module("uci_density")
-    argv = ["--datasets", "red-wine", "--seeds", "1", "--epochs", "1", "--eval-samples", "3000", "--threads", "1",
-            "--data-dir", str(UCI), "--out", str(tmp_path / "out"), "--no-progress", *TINY]  # fmt: skip
-    assert bench.main(argv) == 0
-    table = capsys.readouterr().out
-    for text in ("| red-wine | 11 | 159 |", "RealNVP (MLE)", "GEBM: KALE energy, frozen base", "MAF (MLE)",
-                 "NSF (MLE)", "standard error over test examples", "Seeds [0]", "failed (ValueError"):  # fmt: skip
-        assert text in table
+    table, err = _run(bench, tmp_path, "two", 2, capfd)
+    for text in ("| RealNVP (MLE) |", "RealNVP (MLE, val-selected reg.)", "MAF (MLE, val-selected reg.)",
+                 "NSF (MLE)", "GEBM: KALE energy on the chosen flow (frozen)", "### Whitened units",
+                 "### Original units", "standard error over seeds", "Seeds [0, 1]", "failed (ValueError",
+                 "best validation-chosen flow", "10 % trimmed mean", "Validation choices"):  # fmt: skip
+        assert text in table, text
     assert "nan" not in table.lower()
+    assert "red-wine seed 1 gebm-frozen: started" in err  # progress lines off a terminal
+    assert f"Wrote {tmp_path / 'two' / 'uci_density.json'}" in err.splitlines()[-3]
 
     def no_nan(token):
         raise AssertionError(f"JSON holds {token}")
 
-    result = json.loads((tmp_path / "out" / "uci_density.json").read_text(), parse_constant=no_nan)
-    rows = {r["method"]: r for r in result["results"]}
-    assert set(rows) == {"realnvp", "gebm-frozen", "gebm-joint", "maf", "nsf"}
-    assert rows["gebm-joint"]["status"] == "failed" and "energy_lr" in rows["gebm-joint"]["message"]
-    assert "test_nll" not in rows["gebm-joint"]
-    for m in ("realnvp", "gebm-frozen", "maf", "nsf"):
-        assert rows[m]["status"] == "ok" and math.isfinite(rows[m]["test_nll"]) and rows[m]["wall_time"] > 0
-    frozen = rows["gebm-frozen"]
-    assert frozen["num_samples"] == 3000 and frozen["nll_bound"] >= frozen["test_nll"] - 1e-9
-    assert set(frozen["paired"]) == {"realnvp", "maf", "nsf"}
-    assert result["run"]["seeds"] == [0] and result["run"]["configs"]["red-wine"]["kale"]["epochs"] == 1
+    result = json.loads((tmp_path / "two" / "uci_density.json").read_text(), parse_constant=no_nan)
+    rows = {(r["method"], r["seed"]): r for r in result["results"]}
+    assert {m for m, _ in rows} == {"realnvp", "realnvp-reg", "maf", "maf-reg", "nsf", "nsf-reg", "gebm-frozen",
+                                    "gebm-joint"}  # fmt: skip
+    assert rows[("gebm-joint", 0)]["status"] == "failed" and "energy_lr" in rows[("gebm-joint", 0)]["message"]
+    for (m, seed), r in rows.items():
+        if m == "gebm-joint":
+            continue
+        assert r["status"] == "ok" and math.isfinite(r["test_nll"]) and r["cpu_time"] > 0, (m, seed)
+        if m.endswith("-reg") or m == "gebm-frozen":  # the choice is the validation-best trial
+            vals = [t["val_nll"] for t in r["trials"]]
+            assert r["chosen_trial"] == int(np.argmin(vals)) and len(vals) == 2
+    for seed in (0, 1):
+        assert rows[("realnvp-reg", seed)]["trials"][0]["test_nll"] == rows[("realnvp", seed)]["test_nll"]
+        assert rows[("gebm-frozen", seed)]["base_method"] == "realnvp-reg"
+    # both units: they differ by exactly log|det W| (per seed, and the means over seeds)
+    summary = {s["method"]: s for s in result["summary"]}
+    dets = [rows[("realnvp", s)]["log_abs_det"] for s in (0, 1)]
+    assert dets[0] != dets[1] and all(d > 1 for d in dets)
+    for s in summary.values():
+        if s["status"] == "ok":
+            assert s["test_nll"] - s["test_nll_orig"] == pytest.approx(np.mean(dets), abs=1e-12)
+            assert s["se_over"] == "seeds" and s["n_test_pooled"] == 2 * 159
+    frozen = summary["gebm-frozen"]
+    assert {"best-flow", "base", "realnvp", "maf-reg", "nsf-reg"} <= set(frozen["paired"])
 
-    with h5py.File(tmp_path / "out" / "uci_density.h5", "r") as h5:
-        for m in ("realnvp", "gebm-frozen", "maf", "nsf"):
-            g = h5[f"red-wine/seed0/{m}"]
-            per_example = g["test_nll_per_example"][()]
-            assert per_example.shape == (159,) and g.attrs["status"] == "ok"
-            np.testing.assert_allclose(per_example.mean(), rows[m]["test_nll"], rtol=1e-12)
-        # the paired difference is the mean of per-example differences
-        run = h5["red-wine/seed0"]
-        d = run["gebm-frozen/test_nll_per_example"][()] - run["realnvp/test_nll_per_example"][()]
-        np.testing.assert_allclose(d.mean(), frozen["paired"]["realnvp"]["mean"], rtol=1e-9)
-        assert h5["red-wine/seed0/gebm-joint"].attrs["status"] == "failed"
+    with h5py.File(tmp_path / "two" / "uci_density.h5", "r") as h5:
+        per = {(m, s): h5[f"red-wine/seed{s}/{m}/test_nll_per_example"][()] for m, s in rows if m != "gebm-joint"}
         assert "test_nll_per_example" not in h5["red-wine/seed0/gebm-joint"]
-    assert (tmp_path / "out" / "uci_density.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["uci_density.h5", "uci_density.json",
+    for (m, s), v in per.items():
+        assert v.shape == (159,)
+        np.testing.assert_allclose(v.mean(), rows[(m, s)]["test_nll"], rtol=1e-12)
+    # the pooled paired difference is the mean of the per-example differences of both seeds
+    d = np.concatenate([per[("gebm-frozen", s)] - per[("realnvp", s)] for s in (0, 1)])
+    np.testing.assert_allclose(frozen["paired"]["realnvp"]["mean"], d.mean(), rtol=1e-9)
+
+    # the same run in one process: the same numbers, bit for bit
+    _run(bench, tmp_path, "one", 1, capfd)
+    with h5py.File(tmp_path / "one" / "uci_density.h5", "r") as h5:
+        for (m, s), v in per.items():
+            np.testing.assert_array_equal(h5[f"red-wine/seed{s}/{m}/test_nll_per_example"][()], v)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["uci_density.h5", "uci_density.json",
                                                                     "uci_density.png"]  # fmt: skip
 
 
 def test_config_files_and_overrides():
     config = _module("uci_config")
+    job = _module("uci_job")
     for path in sorted((ROOT / "models" / "uci").glob("*.toml")):
         cfg = config.load_config(path.stem)
-        assert {"realnvp", "mle", "energy", "kale", "kale_joint", "maf", "nsf", "eval"} <= set(cfg)
+        assert {"realnvp", "mle", "energy", "kale", "kale_joint", "maf", "nsf", "eval", "select"} <= set(cfg)
         assert cfg["eval"]["num_samples"] >= 100_000
+        job.check_select(cfg)
         full = config.load_config(path.stem, full=True)
+        job.check_select(full)
         assert full["seeds"] == 5 and full["kale"]["epochs"] >= cfg["kale"]["epochs"]
+        assert len(full["select"]["flow"]["noise_std"]) >= len(cfg["select"]["flow"]["noise_std"])
+    for name in ("red-wine", "white-wine", "parkinsons"):
+        assert config.load_config(name)["seeds"] >= 3
     assert config.parse_override("kale.epochs=20") == (None, "kale.epochs", 20)
     assert config.parse_override("red-wine:energy.hidden=[8, 8]") == ("red-wine", "energy.hidden", [8, 8])
     assert config.parse_override("energy.activation=elu") == (None, "energy.activation", "elu")
@@ -97,24 +134,74 @@ def test_config_files_and_overrides():
         config.parse_override("kale.epochs")
     with pytest.raises(FileNotFoundError, match="red-wine"):
         config.load_config("no-such-dataset")
+    cfg = config.load_config("red-wine")
+    cfg["select"]["flow"]["noise_std"] = [0.1, 0.0]
+    with pytest.raises(ValueError, match="start at the configuration's own value"):
+        job.check_select(cfg)
 
 
-def test_summary_over_seeds_and_examples():
+def test_selection_uses_validation_only():
+    select = _module("uci_select")
+    # val and test disagree: the test-best point (σ = 0.2) is not the validation-best (σ = 0.1)
+    val = {0.0: 12.0, 0.1: 11.5, 0.2: 11.7}
+    test = {0.0: 12.5, 0.1: 12.4, 0.2: 11.0}
+    calls = []
+
+    def fit(point):
+        calls.append(point)
+        return {"val_nll": val[point["noise_std"]] + (0.1 if point["width"] == 50 else 0.0),
+                "test_nll": test[point["noise_std"]]}
+
+    chosen, trials = select.coordinate_search([("noise_std", [0.0, 0.1, 0.2]), ("width", [100, 50])], fit)
+    assert trials[chosen]["point"] == {"noise_std": 0.1, "width": 100}
+    assert min(trials, key=lambda t: t["test_nll"])["point"]["noise_std"] == 0.2  # test would pick another
+    assert trials[0]["point"] == {"noise_std": 0.0, "width": 100} and len(calls) == 4  # 1 + 2 + 1 fits
+    assert select.pick([{"val_nll": float("nan")}, {"val_nll": 3.0}, {"val_nll": 3.0}]) == 1
+    with pytest.raises(ValueError, match="every grid point failed"):
+        select.pick([{"val_nll": math.inf}])
+    # a failed start point is left for the first finite one
+    chosen, trials = select.coordinate_search([("a", [0, 1])], lambda p: {"val_nll": math.inf if p["a"] == 0 else 5})
+    assert trials[chosen]["point"] == {"a": 1}
+    with pytest.raises(ValueError, match="non-empty list"):
+        select.axes_from_config({"noise_std": 0.1}, ("noise_std",))
+
+
+def test_summary_over_seeds_pooled_pairs_units_and_dominant_points():
     report = _module("uci_report")
-
-    def row(seed, nll, se, status="ok"):
-        r = {"dataset": "d", "seed": seed, "method": "realnvp", "status": status, "message": None, "wall_time": 1.0}
-        if status == "ok":
-            r.update(test_nll=nll, test_nll_se=se, val_nll=nll, history={"epochs": 3}, paired={})
-        else:
-            r["message"] = "RuntimeError: boom"
-        return r
-
-    one = report.summarise([row(0, 10.0, 0.3)], ["d"], ["realnvp"])[0]
-    assert (one["test_nll"], one["test_nll_se"], one["se_over"]) == (10.0, 0.3, "test examples")
-    three = report.summarise([row(0, 10.0, 0.3), row(1, 11.0, 0.3), row(2, 12.0, 0.3)], ["d"], ["realnvp"])[0]
-    assert three["se_over"] == "seeds" and three["test_nll"] == 11.0
-    assert math.isclose(three["test_nll_se"], 1.0 / math.sqrt(3))
-    failed = report.summarise([row(0, 0, 0, "failed")], ["d"], ["realnvp"])[0]
-    assert failed["status"] == "failed" and failed["failures"][0]["message"] == "RuntimeError: boom"
-    assert report._cell(failed).startswith("failed (RuntimeError: boom")
+    rng = np.random.default_rng(0)
+    rows, per = [], {}
+    for seed in range(3):
+        base = rng.normal(12.0, 0.3, size=50)
+        base[7] += 200.0 if seed == 1 else 0.0  # one dominating test point (seed 1, row 7)
+        gebm = base - 0.3 + rng.normal(0, 0.1, size=50)
+        for method, nll, extra in (("realnvp-reg", base, {}), ("gebm-frozen", gebm, {"log_partition_stderr": 0.01})):
+            per[(method, seed)] = nll
+            rows.append({"dataset": "d", "seed": seed, "method": method, "status": "ok", "message": None,
+                         "wall_time": 1.0, "cpu_time": 0.5, "test_nll": float(nll.mean()),
+                         "test_nll_se": float(nll.std(ddof=1) / math.sqrt(50)), "val_nll": 1.0,
+                         "history": {"epochs": 3}, "per_example_test_nll": nll, "log_abs_det": 10.0 + seed,
+                         "best_flow": "realnvp-reg", "base_method": "realnvp-reg", "nll_bound": 1.0, "base_nll": 1.0,
+                         "log_partition": 0.0, "c": 0.0, "ess": 100.0, "num_samples": 1000, **extra})  # fmt: skip
+    summary = {s["method"]: s for s in report.summarise(rows, ["d"], ["realnvp-reg", "gebm-frozen"])}
+    flow = summary["realnvp-reg"]
+    means = [per[("realnvp-reg", s)].mean() for s in range(3)]
+    assert flow["se_over"] == "seeds" and flow["test_nll"] == pytest.approx(np.mean(means))
+    assert flow["test_nll_se"] == pytest.approx(np.std(means, ddof=1) / math.sqrt(3))
+    assert flow["test_nll"] - flow["test_nll_orig"] == pytest.approx(11.0)  # mean log|det W| over seeds
+    pooled = np.concatenate([per[("realnvp-reg", s)] for s in range(3)])
+    assert flow["test_nll_median"] == pytest.approx(np.median(pooled))
+    assert flow["test_nll_trimmed"] == pytest.approx(np.sort(pooled)[15:135].mean())
+    p = summary["gebm-frozen"]["paired"]["best-flow"]
+    d = np.concatenate([per[("gebm-frozen", s)] - per[("realnvp-reg", s)] for s in range(3)])
+    assert p["mean"] == pytest.approx(d.mean()) and p["n"] == 150
+    assert p["se"] == pytest.approx(math.sqrt(d.var(ddof=1) / 150 + 3 * (1 / 3) ** 2 * 0.01**2))
+    assert summary["gebm-frozen"]["paired"]["base"] == p and "best-flow" not in flow["paired"]
+    points = report.outliers(rows, ["d"])["d"]
+    assert [(q["seed"], q["index"]) for q in points] == [(1, 7)]
+    assert points[0]["nll"]["realnvp-reg"] == pytest.approx(per[("realnvp-reg", 1)][7])
+    text = report.format_table(list(summary.values()), {"datasets": ["d"], "seeds": [0, 1, 2], "wall_time": 60.0,
+                                                         "device": "cpu", "threads": 1, "configs": {}}, {"d": points})
+    assert "d, seed 1, test row 7" in text and "| d | gebm-frozen | realnvp-reg ×3 |" in text
+    failed = report.summarise([{**rows[0], "status": "failed", "message": "RuntimeError: boom"}], ["d"],
+                              ["realnvp-reg"])[0]  # fmt: skip
+    assert failed["status"] == "failed" and report._cell(failed).startswith("failed (RuntimeError: boom")
