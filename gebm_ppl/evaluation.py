@@ -132,10 +132,11 @@ def evaluate_gebm(
         num_samples: M base draws for Â.
         batch_size: rows per forward pass (data and base draws).
         seed: seed of the base draws.
-        rank, world_size: shard the work over the ranks of an initialised ``torch.distributed``
-            group: each rank evaluates every ``world_size``-th batch of rows and of base draws
-            (:mod:`gebm_ppl.sharding`), the per-row values and per-batch logsumexps are
-            all-reduced, and every rank returns the unsharded result bit for bit.
+        rank: this process's rank r: it evaluates the batches b ≡ r (mod ``world_size``) of
+            rows and of base draws (:mod:`gebm_ppl.sharding`).
+        world_size: W > 1 shards the work over the ranks of an initialised ``torch.distributed``
+            group: the per-row values and per-batch logsumexps are all-reduced, and every rank
+            returns the unsharded result bit for bit. Default 1: one process.
 
     ``x`` may be a :class:`gebm_ppl.data.H5Array` (rows on disk): it is read one batch at a
     time (a rank reads only its batches); memory is O(batch_size · D) plus 16 bytes per row for

@@ -227,10 +227,11 @@ def estimate_log_partition(
         batch_size: samples per batch.
         temperature: T (1 is the model itself).
         generator: optional torch.Generator for the latent draws.
-        rank, world_size: evaluate only this rank's share of the batches and combine the
-            per-batch logsumexps over the initialised ``torch.distributed`` group (MAX of tables
-            that hold −inf elsewhere): the result equals the unsharded one bit for bit. All ranks
-            need the same ``generator`` seed. Default: one process.
+        rank: this process's rank r: it evaluates the batches b ≡ r (mod ``world_size``) only.
+        world_size: W > 1 combines the per-batch logsumexps over the initialised
+            ``torch.distributed`` group (MAX of tables that hold −inf elsewhere): the result
+            equals the unsharded one bit for bit. All ranks need the same ``generator`` seed.
+            Default 1: one process.
     """
     from .sharding import all_reduce_table
 
