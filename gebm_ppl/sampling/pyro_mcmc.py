@@ -9,8 +9,8 @@ the momentum draw ``r_t=…`` of each transition, from which the Hamiltonian at 
 is U(z) + ½‖r‖² (Pyro draws r ∼ N(0, I) and scales it by the mass matrix, so K = ½‖r‖² in those units).
 
 ``chain_method="parallel"`` runs Pyro's own multi-chain ``MCMC(num_chains=C, mp_context=...)``, one worker
-process per chain, with the same per-chain seeds, hence the same draws, as the sequential chains. The module
-is over ~300 lines because the two chain methods share the recorder and kernels above.
+process per chain, with the same per-chain seeds and starting points, hence the same draws, as the sequential
+chains. The module is over ~300 lines: both chain methods share its recorder, potential function and kernels.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ CHAIN_METHODS = ("sequential", "parallel")
 
 def _observed(kernel_class: type) -> type:
     """Pyro's NUTS/HMC whose public ``sample`` runs under a :class:`_MomentumRecorder` (``MCMC.run`` blocks
-    handlers installed outside it, so the handler is entered per transition)."""
+    handlers installed outside it, so the handler is entered per transition) and whose ``setup``, in a
+    worker process of parallel chains, first makes the worker its chain (:class:`_Parallel`)."""
 
     class Observed(kernel_class):
         def __init__(self, *args, recorder: _Recorder, parallel: _Parallel | None = None, **kwargs):
