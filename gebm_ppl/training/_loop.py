@@ -114,9 +114,10 @@ class Loop:
     Under torch.distributed (W ranks, :mod:`gebm_ppl.distributed`) every rank runs the same loop on the
     same global minibatches (``train_step`` takes its share and returns global metrics); evaluation
     values come from rank 0 (broadcast, with rank 0's weights, so that every rank takes the same
-    early-stopping and scheduling decisions and holds the same c), a callback stops every rank when it
-    stops one, only rank 0 writes checkpoints and progress, and the others wait for each write at a
-    barrier. A checkpoint holds global state only, so a run resumes with any number of ranks.
+    early-stopping and scheduling decisions and holds the same c); the callback runs on every rank and
+    stops them all when it stops one; only rank 0 writes checkpoints and progress, and the others wait
+    for each write at a barrier. A checkpoint holds global state only, so a run resumes with any number
+    of ranks.
 
     ``run(train_step, evaluate) -> TrainingHistory``: ``train_step(indices, step) -> dict`` takes
     one optimizer step on the rows ``indices`` (a LongTensor on the CPU) and returns metrics
@@ -350,8 +351,9 @@ class Loop:
         return record
 
     def _callback(self, record: dict) -> bool:
-        stop = bool(self.callback(dict(record))) if self.callback is not None else False
-        return distributed.any_true(stop) if self.callback is not None else False
+        if self.callback is None:
+            return False
+        return distributed.any_true(bool(self.callback(dict(record))))  # it runs on every rank; one stops all
 
     def _step_schedulers(self, record: dict) -> None:
         for s in self.schedulers.values():
