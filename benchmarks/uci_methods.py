@@ -62,8 +62,8 @@ def _history(h) -> dict:
 
 
 def run_realnvp(data, cfg: dict, seed: int, device, progress) -> tuple[dict, object]:
-    """The MLE base of the configuration."""
-    base = runs.build_base(run_config(cfg), data.dim, seed=seed_for(data.name, seed, "realnvp")).to(device)
+    """The MLE base of the configuration, initialised as ``gebm fit --seed SEED`` does (runs.init_seed)."""
+    base = runs.build_base(run_config(cfg), data.dim, seed=runs.init_seed(seed, "base")).to(device)
     h = runs.train_base_mle(base, data, cfg["mle"], seed=seed, device=device, progress=progress)
     return {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(base)}, base
 
@@ -89,7 +89,7 @@ def run_kale(data, base, cfg: dict, seed: int, device, progress, *, joint: bool,
     if energy is not None and init_energy == "frozen":
         energy, started_from = copy.deepcopy(energy), "gebm-frozen energy"
     else:
-        energy = runs.build_energy(run_config(cfg), data.dim, seed=seed_for(data.name, seed, "energy"))
+        energy = runs.build_energy(run_config(cfg), data.dim, seed=runs.init_seed(seed, "energy"))  # as gebm fit
         started_from = "fresh energy"
     gebm = gp.GEBM(base, energy).to(device)
     h = runs.train_energy_kale(gebm, data, {**section, "train_base": joint}, seed=seed, device=device,
@@ -125,10 +125,11 @@ def run_flow_point(kind: str, data, cfg: dict, seed: int, device, progress, poin
 
 
 def evaluate(gebm, x: np.ndarray, cfg: dict, seed: int) -> tuple[dict, np.ndarray]:
-    """:func:`gebm_ppl.evaluate_gebm` on the test points (Â from ``[eval] num_samples`` draws, seed 10000 + seed):
-    its figures (with a ``warning`` when the ESS is low) and the per-example NLLs."""
+    """:func:`gebm_ppl.evaluate_gebm` on the test points (Â from ``[eval] num_samples`` draws, seed
+    runs.evaluation_seed(seed) = 10000 + seed, as ``gebm evaluate``): its figures (with a ``warning`` when the
+    ESS is low) and the per-example NLLs."""
     ev = evaluate_gebm(gebm, x, num_samples=int(cfg["eval"]["num_samples"]),
-                       batch_size=int(cfg["eval"]["batch_size"]), seed=10_000 + seed)
+                       batch_size=int(cfg["eval"]["batch_size"]), seed=runs.evaluation_seed(seed))
     figures = ev.to_dict()
     warning = low_ess_warning(ev)
     if warning:

@@ -3,6 +3,7 @@ are exit 2) and a ``run`` (do the work: errors are exit 1), called by :func:`geb
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -56,6 +57,20 @@ def _table(rows: Sequence[tuple[str, str]]) -> str:
 def _wrote(paths: Sequence[Path], file=None) -> None:
     for path in paths:
         print(f"Wrote {path}", file=file or sys.stdout)
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    """``torch.set_num_threads(n)`` for the block (0: leave torch's default), restored after."""
+    import torch
+
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _torch_device(text: str):
@@ -128,9 +143,10 @@ def _run_fit(args, prepared) -> int:
     log = (lambda msg: print(f"gebm fit: {msg}", file=sys.stderr, flush=True)) if main else (lambda msg: None)  # noqa: E731
     log(f"data {data!r}")
     try:
-        run = runs.fit_run(args.out, data, config, seed=args.seed, device=None if device is None else str(device),
-                           progress=args.progress, checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
-                           log=log)
+        with _threads(args.threads):
+            run = runs.fit_run(args.out, data, config, seed=args.seed, device=None if device is None else str(device),
+                               progress=args.progress, checkpoint_every=args.checkpoint_every,
+                               overwrite=args.overwrite, log=log)
     except runs.RunMismatch as e:
         raise UsageError(str(e)) from None
     if not main:  # rank 0 reports
@@ -176,7 +192,9 @@ def _run_evaluate(args, run) -> int:
 
     if args.device is not None:
         run.gebm.to(_torch_device(args.device))
-    res = runs.evaluate_run(run, args.split, num_samples=args.num_samples, seed=args.seed)
+    with _threads(args.threads):
+        res = runs.evaluate_run(run, args.split, num_samples=args.num_samples, batch_size=args.batch_size,
+                                seed=args.seed)
     path = Path(args.run_dir) / f"evaluation-{args.split}.json"
     if args.json:
         print(json.dumps(res, indent=2))

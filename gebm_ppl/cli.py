@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="show progress bars (default: only when stderr is a terminal)")
 
+    def threads_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--threads", type=_nonnegative_int, default=1, metavar="N",
+                       help="torch CPU threads (default 1, for reproducibility: sums split over threads round "
+                            "differently, so the numbers depend on the thread count; with 1 they are the same on "
+                            "any machine with the same CPU kind, and those of the UCI benchmark; 0: torch's "
+                            "default, one per core, faster for large models)")
+
     # ---- fit
     fit = command(
         "fit",
@@ -129,9 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "file (default: the configuration's [data] name)")
     fit.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create or resume")
     fit.add_argument("--config", metavar="TOML",
-                     help="configuration file with [data], [base], [energy], [mle], [kale], [adversarial] and "
-                          "[sample] tables (e.g. models/uci/red-wine.toml; [realnvp] is read as [base]); default: "
-                          "the library defaults")
+                     help="configuration file with [data], [base], [energy], [mle], [kale], [adversarial], "
+                          "[sample] and [eval] tables (e.g. models/uci/red-wine.toml; [realnvp] is read as [base]); "
+                          "default: the library defaults")
     fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one configuration option, value in TOML syntax (repeatable), e.g. "
                           "--set kale.epochs=50 --set energy.hidden=[64,64]")
@@ -155,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="checkpoint every STEPS optimizer steps (default: after every epoch)")
     fit.add_argument("--overwrite", action="store_true",
                      help="discard a run already in RUN_DIR instead of resuming it")
+    threads_option(fit)
     progress_option(fit)
 
     # ---- evaluate
@@ -170,9 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'gebm fit'")
     ev.add_argument("--split", choices=SPLITS, default="test", help="which split to evaluate")
-    ev.add_argument("--num-samples", type=_positive_int, default=100_000, metavar="M",
-                    help="base samples for the log-partition estimate")
-    ev.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the base samples")
+    ev.add_argument("--num-samples", type=_positive_int, default=None, metavar="M",
+                    help="base samples for the log-partition estimate (default: the run's [eval] num_samples, "
+                         "else 100000)")
+    ev.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
+                    help="rows per forward pass (default: the run's [eval] batch_size, else 10000)")
+    ev.add_argument("--seed", type=_nonnegative_int, default=None,
+                    help="seed of the base samples (default: 10000 + the run's seed, as the UCI benchmark)")
+    threads_option(ev)
     ev.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     ev.add_argument("--device", default=None, help="torch device of the evaluation, e.g. cpu or cuda (default: cpu)")
 

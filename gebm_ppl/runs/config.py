@@ -12,7 +12,13 @@ A configuration has these tables (every one optional):
   stages of a base with a density;
 * ``[adversarial]``: keywords of :func:`gebm_ppl.fit_adversarial`, the one stage of a base without a
   density (a generator);
-* ``[sample]``: keywords of :func:`gebm_ppl.sample_latent` (recorded with the run).
+* ``[sample]``: keywords of :func:`gebm_ppl.sample_latent` (recorded with the run);
+* ``[eval]``: ``num_samples`` and ``batch_size`` of :func:`gebm_ppl.evaluate_gebm`, the defaults of
+  ``gebm evaluate`` (:data:`EVAL_DEFAULTS` otherwise).
+
+Seeds: a run with seed s builds its base after ``torch.manual_seed(s)`` and its energy after
+``torch.manual_seed(init_seed(s, "energy"))`` (:func:`init_seed`), so each part's initial weights depend
+on s alone; its evaluation draws Â's base samples with seed :func:`evaluation_seed` (s) = 10000 + s.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import copy
 import inspect
 import os
 import tomllib
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,11 +35,14 @@ import torch
 
 __all__ = [
     "CONFIG_SECTIONS",
+    "EVAL_DEFAULTS",
     "apply_overrides",
     "build_base",
     "build_energy",
     "check_config",
+    "evaluation_seed",
     "has_density",
+    "init_seed",
     "load_config",
     "parse_override",
     "parse_value",
@@ -40,8 +50,12 @@ __all__ = [
     "validate_config",
 ]
 
-CONFIG_SECTIONS = ("data", "base", "energy", "mle", "kale", "adversarial", "sample")
+CONFIG_SECTIONS = ("data", "base", "energy", "mle", "kale", "adversarial", "sample", "eval")
 """The tables of a run configuration (see the module docstring); ``realnvp`` is read as ``base``."""
+
+EVAL_DEFAULTS = {"num_samples": 100_000, "batch_size": 10_000}
+"""The ``[eval]`` options and their defaults: base samples M behind Â, and rows per forward pass."""
+EVAL_SEED_OFFSET = 10_000
 
 TRAINING_SECTIONS = ("mle", "kale", "adversarial")
 DEFAULT_BASE, DEFAULT_ENERGY = "RealNVP", "EnergyMLP"
@@ -130,6 +144,8 @@ def validate_config(config: dict, source: str = "configuration") -> dict:
             allowed = [n for n in _parameters(_training_functions()[section]) if n not in _RESERVED]
         elif section == "data":
             allowed = ["name"]
+        elif section == "eval":
+            allowed = list(EVAL_DEFAULTS)
         else:  # sample: checked by sample_latent, which knows each method's options
             allowed = None
         for key in values:
@@ -157,7 +173,7 @@ def load_config(path: str | os.PathLike | None) -> dict:
     """Read a TOML configuration (tomllib) and validate its tables (:data:`CONFIG_SECTIONS`, or ``[realnvp]``).
 
     Other top-level keys and tables (a benchmark's seeds, ``[kale_joint]``, ``[maf]``, ``[nsf]``,
-    ``[eval]``, ``[full]``) are left out. ``None`` gives the defaults of the library.
+    ``[select]``, ``[full]``) are left out. ``None`` gives the defaults of the library.
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -246,6 +262,30 @@ def apply_overrides(config: dict, overrides: Sequence[str]) -> dict:
     return validate_config(config, source="override")
 
 
+# ------------------------------------------------------------------------------------------ seeds
+def init_seed(seed: int, part: str) -> int:
+    """The torch seed of the initial weights of ``part`` in a run with seed ``seed``.
+
+    ``"base"``: ``seed`` itself; any other part (``"energy"``, a benchmark's reference flow):
+    ``SeedSequence([seed, crc32(part)])``'s first 31-bit word, so that the parts' initial weights do not
+    depend on each other's architecture or on what ran before. :func:`gebm_ppl.runs.fit_run` and the UCI
+    benchmark both use it.
+    """
+    seed = int(seed)
+    if part == "base":
+        return seed
+    import numpy as np
+
+    word = np.random.SeedSequence([seed, zlib.crc32(part.encode())]).generate_state(1, dtype=np.uint32)[0]
+    return int(word) >> 1
+
+
+def evaluation_seed(seed: int) -> int:
+    """The default seed of Â's base draws when evaluating a run with seed ``seed``: 10000 + ``seed``
+    (``gebm evaluate`` and the UCI benchmark)."""
+    return EVAL_SEED_OFFSET + int(seed)
+
+
 # ------------------------------------------------------------------------------------------ build
 def _filled(cls, values: dict, dim: int, image_shape: Sequence[int] | None) -> dict:
     kwargs = {k: v for k, v in values.items() if k != "class"}
@@ -303,6 +343,9 @@ def check_config(config: dict, dim: int, image_shape: Sequence[int] | None = Non
     with torch.random.fork_rng(devices=[]):
         base = build_base(config, dim, image_shape)
         energy = build_energy(config, dim, image_shape)
+    for key, value in config.get("eval", {}).items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"[eval] {key!r} should be a positive integer. Got {value!r}.")
     stages = ("mle", "kale") if has_density(config) else ("adversarial",)
     functions = _training_functions()
     for section in stages:

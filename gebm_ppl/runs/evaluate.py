@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from .. import units
 from ..evaluation import evaluate_gebm, low_ess_warning
+from .config import EVAL_DEFAULTS, evaluation_seed
 from .files import Run, load_run, write_json
 
 __all__ = ["SPLITS", "evaluate_run"]
@@ -15,9 +18,19 @@ SPLITS = ("train", "val", "test")
 
 
 def evaluate_run(
-    run_dir: str | os.PathLike | Run, split: str = "test", *, num_samples: int = 100_000, seed: int = 0
+    run_dir: str | os.PathLike | Run,
+    split: str = "test",
+    *,
+    num_samples: int | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
 ) -> dict:
     """Evaluate a fitted run on a split (:func:`gebm_ppl.evaluation.evaluate_gebm`) and save the figures.
+
+    ``num_samples`` (M base draws for Â) and ``batch_size`` (rows per forward pass) default to the run's
+    ``[eval]`` table, else :data:`~gebm_ppl.runs.EVAL_DEFAULTS`; ``seed`` (of Â's base draws) to
+    :func:`~gebm_ppl.runs.evaluation_seed` of the run's seed (10000 + seed), as the UCI benchmark does, so a
+    run fitted with a benchmark configuration evaluates to the benchmark's numbers bit for bit.
 
     ``run_dir`` is a run folder or its :class:`~gebm_ppl.runs.Run`. Writes ``evaluation-<split>.json`` in
     the run directory and returns its contents: the :class:`~gebm_ppl.evaluation.GEBMEvaluation` fields
@@ -31,10 +44,16 @@ def evaluate_run(
     if split not in SPLITS:
         raise ValueError(f"'split' should be one of {list(SPLITS)}. Got {split!r}.")
     run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
+    table = {**EVAL_DEFAULTS, **(run.config.get("eval") or {})}
+    num_samples = int(table["num_samples"] if num_samples is None else num_samples)
+    batch_size = int(table["batch_size"] if batch_size is None else batch_size)
+    if seed is None:
+        seed = evaluation_seed(run.info.get("identity", {}).get("seed", 0))
     x = getattr(run.data, split)
-    ev = evaluate_gebm(run.gebm, x, num_samples=num_samples, seed=seed)
+    ev = evaluate_gebm(run.gebm, x, num_samples=num_samples, batch_size=batch_size, seed=seed)
     out = {"split": split, "dataset": run.info.get("dataset", {}).get("name"),
-           "nll_units": "nats per example, whitened space", "seed": int(seed), **ev.to_dict(),
+           "nll_units": "nats per example, whitened space", "seed": int(seed), "batch_size": batch_size,
+           "threads": torch.get_num_threads(), **ev.to_dict(),
            "has_density": ev.has_density, "verdict": None, "original_units": None, "warning": low_ess_warning(ev)}
     if ev.has_density:
         out["verdict"] = units.verdict(ev.nll_per_example - ev.base_nll_per_example)

@@ -15,9 +15,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from .. import __version__, distributed
 from ..gebm import GEBM
-from .config import build_base, build_energy, check_config, has_density, validate_config
+from .config import build_base, build_energy, check_config, has_density, init_seed, validate_config
 from .files import (
     CHECKPOINTS,
     GEBM_FILE,
@@ -39,10 +41,13 @@ __all__ = ["build_gebm", "fit_run", "train_adversarial", "train_base_mle", "trai
 
 
 def build_gebm(config: dict, data, seed: int | None = None) -> GEBM:
-    """The GEBM of ``config`` for ``data``: torch seeded with ``seed``, then the base, then the energy."""
+    """The GEBM of ``config`` for ``data``: the base built after ``torch.manual_seed(init_seed(seed, "base"))``
+    (= ``seed``), the energy after ``torch.manual_seed(init_seed(seed, "energy"))``; ``seed=None`` builds both
+    from torch's current state."""
     shape = image_shape(data)
-    base = build_base(config, data.dim, shape, seed=seed)
-    return GEBM(base, build_energy(config, data.dim, shape))
+    base = build_base(config, data.dim, shape, seed=None if seed is None else init_seed(seed, "base"))
+    energy = build_energy(config, data.dim, shape, seed=None if seed is None else init_seed(seed, "energy"))
+    return GEBM(base, energy)
 
 
 def train_base_mle(base, data, options: dict, *, seed: int = 0, **loop):
@@ -133,8 +138,10 @@ def fit_run(
         run_dir: the run folder (created if needed).
         data: a :class:`gebm_ppl.data.UCIData` (from :func:`~gebm_ppl.runs.load_data`).
         config: the run configuration (:func:`~gebm_ppl.runs.load_config`); None for the defaults.
-        seed: seed of the initial weights (torch is seeded, then the base and the energy are built) and
-            of every training loop.
+        seed: seed of the initial weights (:func:`build_gebm`: the base from ``seed``, the energy from
+            :func:`~gebm_ppl.runs.init_seed` (seed, "energy")) and of every training loop. The numbers
+            are bit-identical for the same seed, configuration, torch version, CPU kind and torch thread
+            count (``torch.get_num_threads()``, recorded in ``run.json``; ``gebm fit`` uses 1 thread).
         device: ``"cpu"``, ``"cuda"``, ... (default: CPU).
         progress: tqdm bars (None: only on a terminal).
         checkpoint_every: checkpoint every this many optimizer steps (default: every epoch).
@@ -180,6 +187,7 @@ def fit_run(
         "dataset": {k: data.metadata.get(k) for k in ("name", "protocol", "description", "dim", "sizes")},
         "status": "fitting",
         "started": started,
+        "threads": torch.get_num_threads(),  # the numbers depend on it (reductions split over threads)
     }
     if main:
         write_json(info_path, info)
