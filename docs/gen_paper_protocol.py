@@ -96,66 +96,73 @@ def _entry(summary: list[dict], dataset: str, method: str) -> dict | None:
     return next((s for s in summary if s.get("dataset") == dataset and s.get("method") == method), None)
 
 
-def _ours_rows(summary: list[dict], dataset: str) -> list[str]:
-    rows = []
+def _label(run: dict) -> str:
+    return "ours, --full" if run.get("full") else "ours, quick"
+
+
+def _best_epochs(results: list[dict], dataset: str, method: str) -> str:
+    """Per seed, the best validation epoch / epochs run ("200/200": still improving at the last epoch)."""
+    rows = sorted((r for r in results if r.get("dataset") == dataset and r.get("method") == method
+                   and r.get("history")), key=lambda r: r.get("seed", 0))  # fmt: skip
+    return ", ".join(f"{r['history'].get('best_epoch')}/{r['history'].get('epochs')}" for r in rows)
+
+
+def _ours_rows(run: dict, dataset: str) -> list[str]:
+    rows, summary, label = [], run["summary"], _label(run["run"])
     for method in _OURS:
         s = _entry(summary, dataset, method)
         if s is None:
             continue
         if s.get("status") != "ok" or s.get("test_nll") is None:
-            rows.append(f"| ours | {s.get('label', method)} | failed: {s.get('failures') or s.get('status')} | | | |")
+            rows.append(f"| {label} | {s.get('label', method)} | failed: {s.get('failures') or s.get('status')} "
+                        "| | | | |")
             continue
         bound = _fmt(s.get("nll_bound"), None) if method.startswith("gebm") else ""
         rows.append(
-            f"| ours | {s.get('label', method)} | {_fmt(s['test_nll'], s.get('test_nll_se'))} | "
+            f"| {label} | {s.get('label', method)} | {_fmt(s['test_nll'], s.get('test_nll_se'))} | "
             f"{_fmt(s.get('test_nll_orig'), s.get('test_nll_orig_se'))} | {_fmt(s.get('test_nll_median'), None)} | "
-            f"{bound} |"
+            f"{bound} | {_best_epochs(run.get('results', []), dataset, method)} |"
         )
     return rows
 
 
-def _verdicts(summary: list[dict]) -> list[str]:
-    lines = []
-    for dataset in _DATASETS:
-        nvp, gebm = _entry(summary, dataset, "realnvp"), _entry(summary, dataset, "gebm-frozen")
-        if nvp is None or nvp.get("test_nll") is None:
-            continue
-        pub, pub_pm = PUBLISHED[dataset]["NVP"]
-        gap = nvp["test_nll"] - pub
-        text = (f"- **{dataset}**: our RealNVP {nvp['test_nll']:.2f} vs the published NVP {pub:.2f} ± {pub_pm:.2f} "
-                f"({gap:+.2f} nats")
-        se = nvp.get("test_nll_se")
-        text += f", {abs(gap) / se:.1f} of our standard errors)" if se else ")"
-        if gebm is not None and gebm.get("test_nll") is not None:
-            paired = (gebm.get("paired") or {}).get("base") or {}
-            mean, pse = paired.get("mean"), paired.get("se")
-            if mean is not None and pse:
-                word = "below" if mean < 0 else "above"
-                sig = abs(mean) / pse
-                text += (f"; the GEBM (frozen base) is {abs(mean):.2f} ± {pse:.2f} nats {word} its own base, paired "
-                         f"over {paired.get('n')} test rows ({sig:.1f} se"
-                         + (", more than 2 se" if sig > 2 else ", within 2 se") + ")")
-            text += (f"; vs the published NVP the GEBM is {gebm['test_nll'] - pub:+.2f} nats "
-                     f"and vs DKEF {gebm['test_nll'] - PUBLISHED[dataset]['DKEF'][0]:+.2f}")
-        lines.append(text + ".")
-    return lines
+def _verdict(run: dict, dataset: str) -> str | None:
+    summary = run["summary"]
+    nvp, gebm = _entry(summary, dataset, "realnvp"), _entry(summary, dataset, "gebm-frozen")
+    if nvp is None or nvp.get("test_nll") is None:
+        return None
+    pub, pub_pm = PUBLISHED[dataset]["NVP"]
+    gap = nvp["test_nll"] - pub
+    se = nvp.get("test_nll_se")
+    text = (f"- **{dataset}** ({_label(run['run'])}): our RealNVP {nvp['test_nll']:.2f} vs the published NVP "
+            f"{pub:.2f} ± {pub_pm:.2f} ({gap:+.2f} nats" + (f", {abs(gap) / se:.1f} of our standard errors)" if se
+                                                             else ")"))  # fmt: skip
+    if gebm is not None and gebm.get("test_nll") is not None:
+        paired = (gebm.get("paired") or {}).get("base") or {}
+        mean, pse = paired.get("mean"), paired.get("se")
+        if mean is not None and pse:
+            sig = abs(mean) / pse
+            text += (f"; the GEBM (frozen base) is {abs(mean):.2f} ± {pse:.2f} nats {'below' if mean < 0 else 'above'}"
+                     f" its own base, paired over {paired.get('n')} test rows ({sig:.1f} se: "
+                     + ("more than 2 se" if sig > 2 else "within 2 se") + ")")
+        text += (f"; the GEBM is {gebm['test_nll'] - pub:+.2f} nats from the published NVP and "
+                 f"{gebm['test_nll'] - PUBLISHED[dataset]['DKEF'][0]:+.2f} from DKEF")
+    return text + "."
 
 
 def _protocols(results: dict) -> set:
     return {r.get("data", {}).get("protocol") for r in results.get("results", [])} - {None}
 
 
-def render(results: dict | list[dict]) -> str:
+def render(results: dict | list[dict], note: str | None = None) -> str:
     """The markdown page from one or more benchmark JSONs (``run``, ``summary``, ``results``) of kexpfam-paper runs."""
     runs = [results] if isinstance(results, dict) else list(results)
-    summary = []
     for r in runs:
         if not isinstance(r.get("summary"), list) or not r["summary"]:
             raise ValueError("a results JSON has no 'summary' (expected the output of benchmarks/uci_density.py).")
         if _protocols(r) != {"kexpfam-paper"}:
             found = sorted(map(str, _protocols(r)))
             raise ValueError(f"expected runs under protocol 'kexpfam-paper'; one has {found}.")
-        summary += r["summary"]
     header = []
     for r in runs:
         run = r.get("run", {})
@@ -165,38 +172,42 @@ def render(results: dict | list[dict]) -> str:
         versions = ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items())
         cost = f"wall time {run.get('wall_time', math.nan) / 60:.0f} min" + (
             f", CPU time of its jobs {cpu / 60:.0f} min" if cpu else "")  # fmt: skip
-        header.append(f"- `{run.get('command', '?')}` (seeds {run.get('seeds', [])}, methods "
-                      f"{', '.join(run.get('methods', []))}): {versions}; {machine.get('cpus', '?')} CPUs, "
+        header.append(f"- {_label(run)}: `{run.get('command', '?')}` (seeds {run.get('seeds', [])}, methods "
+                      f"{', '.join(run.get('methods', []))}); {versions}; {machine.get('cpus', '?')} CPUs, "
                       f"1-min load average {load}; {cost}.")
-    se_over = " / ".join(sorted({s.get("se_over") for s in summary if s.get("se_over")})) or "seeds"
+    se_over = " / ".join(sorted({s.get("se_over") for r in runs for s in r["summary"] if s.get("se_over")}))
     lines = [
         "<!-- generated by docs/gen_paper_protocol.py from the benchmark's JSON: do not edit by hand -->",
         "",
-        "Commands:",
+        "Runs:",
         "",
         *header,
+        *([f"- {note}"] if note else []),
         "",
         "Test NLL in nats per example (lower is better). *Whitened* is the unit of the published numbers (their "
         "models are fitted to the whitened data); *original* adds −log|det W| of this protocol's whitening (no "
         "term for the dequantisation: the density is that of the jittered values). Ours: mean over seeds, ± one "
-        f"standard error over {se_over}; GEBM rows give the importance-sampling NLL, and the KALE bound in the "
-        "last column.",
+        f"standard error over {se_over or 'seeds'}; GEBM rows give the importance-sampling NLL, and the KALE bound "
+        "in its column. *Best epoch* is, per seed, the epoch kept (best validation NLL) / the epochs run: equal "
+        "numbers mean the fit was still improving when it stopped.",
         "",
     ]
     for dataset in _DATASETS:
-        if _entry(summary, dataset, "realnvp") is None:
+        ours = [row for r in runs for row in _ours_rows(r, dataset)]
+        if not ours:
             continue
         lines += [
             f"#### {dataset}",
             "",
-            "| source | method | test NLL (whitened) | original units | median | KALE bound |",
-            "|---|---|---|---|---|---|",
-            *_ours_rows(summary, dataset),
+            "| source | method | test NLL (whitened) | original units | median | KALE bound | best epoch |",
+            "|---|---|---|---|---|---|---|",
+            *ours,
+            *(f"| Wenliang et al. (2019) | {m} | {_fmt(mean, pm)} | | | | |" for m, (mean, pm) in
+              PUBLISHED[dataset].items()),  # fmt: skip
+            "",
         ]
-        for method, (mean, pm) in PUBLISHED[dataset].items():
-            lines.append(f"| Wenliang et al. (2019) | {method} | {_fmt(mean, pm)} | | | |")
-        lines.append("")
-    lines += ["### Verdict", "", *_verdicts(summary), "", _PROTOCOL, _DIFFERENCES]
+    verdicts = [v for dataset in _DATASETS for r in runs if (v := _verdict(r, dataset))]
+    lines += ["### Verdict", "", *verdicts, "", _PROTOCOL, _DIFFERENCES]
     return "\n".join(lines)
 
 
@@ -206,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the benchmark's JSON of one or more --protocol kexpfam-paper runs")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "uci_paper_protocol.md",
                         help="the markdown to write (default docs/results/uci_paper_protocol.md)")
+    parser.add_argument("--note", help="one more line for the list of runs (e.g. the commit the runs used)")
     args = parser.parse_args(argv)
     try:
-        text = render([json.loads(path.read_text(encoding="utf-8")) for path in args.results])
+        text = render([json.loads(path.read_text(encoding="utf-8")) for path in args.results], note=args.note)
     except (OSError, ValueError) as e:
         print(f"gen_paper_protocol: {e}", file=sys.stderr)
         return 2
