@@ -4,7 +4,7 @@ The paper protocol whitens with statistics of all rows (so train + val + test ha
 identity covariance, the train part alone does not), dequantises the wines only, with the random
 stream of the authors' code (numpy.random.RandomState(seed): row shuffle, one rand(N) per column,
 column permutation); the default protocol is untouched; the protocol is in the metadata and the
-cache key. Runtime: about 2 s.
+cache key; and the docs page generator. Runtime: about 2 s.
 """
 
 from __future__ import annotations
@@ -196,3 +196,25 @@ def test_unknown_or_unoffered_protocol_is_refused(fake_red, tmp_path):
     with pytest.raises(ValueError, match=r"'power' has no protocol 'kexpfam-paper'; its protocols: maf"):
         gp.data.load("power", tmp_path, cache_dir=tmp_path, protocol="kexpfam-paper")
     assert gp.data.load("red-wine", fake_red, cache_dir=tmp_path, protocol="kexpfam").metadata["protocol"] == "kexpfam"
+
+
+def test_paper_protocol_page_generator():
+    """docs/gen_paper_protocol.py puts our numbers beside the published ones and refuses a run of another protocol."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "docs" / "gen_paper_protocol.py"
+    spec = importlib.util.spec_from_file_location("gen_paper", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    row = {"dataset": "red-wine", "method": "realnvp", "label": "RealNVP (MLE)", "status": "ok", "test_nll": 12.5,
+           "test_nll_se": 0.2, "test_nll_orig": 0.5, "test_nll_orig_se": 0.2, "se_over": "seeds"}
+    result = {"dataset": "red-wine", "method": "realnvp", "seed": 0, "history": {"best_epoch": 7, "epochs": 9},
+              "data": {"protocol": "kexpfam-paper"}}
+    run = {"run": {"command": "python benchmarks/uci_density.py --protocol kexpfam-paper", "seeds": [0]},
+           "summary": [row], "results": [result]}
+    text = gen.render([run])
+    assert "| ours, quick | RealNVP (MLE) | 12.50 ± 0.20 | 0.50 ± 0.20 |" in text and "7/9" in text
+    assert "| Wenliang et al. (2019) | NVP | 12.14 ± 0.08 |" in text and "+0.36 nats" in text
+    other = {**run, "results": [{**result, "data": {"protocol": "kexpfam"}}]}
+    with pytest.raises(ValueError, match="kexpfam-paper"):
+        gen.render([other])
