@@ -207,7 +207,19 @@ def render(results: dict | list[dict], note: str | None = None) -> str:
             "",
         ]
     verdicts = [v for dataset in _DATASETS for r in runs if (v := _verdict(r, dataset))]
-    lines += ["### Verdict", "", *verdicts, "", _PROTOCOL, _DIFFERENCES]
+    fits = [r for run in runs for r in run.get("results", []) if r.get("method") in _OURS and r.get("history")]
+    unfinished = [r for r in fits if r["history"].get("best_epoch") == r["history"].get("epochs")]
+    warned = [w for run in runs for s in run["summary"] if s.get("method") in _OURS for w in s.get("warnings", [])]
+    notes = [f"- {len(unfinished)} of the {len(fits)} fits above kept their last epoch (still improving when they "
+             "stopped): those numbers are upper bounds on what the same model reaches with longer training."]
+    if warned:
+        evals = [r for run in runs for r in run.get("results", []) if r.get("ess") is not None]
+        low = min(evals, key=lambda r: r["ess"]) if evals else None
+        lowest = f" (lowest: {low['ess']:.0f} of {low.get('num_samples')} base samples)" if low else ""
+        notes.append(f"- {len(warned)} GEBM evaluations warned that the importance weights' effective sample size "
+                     f"is low{lowest}: their Â and IS NLL are unreliable. The KALE bound does not use Â; it is the "
+                     "GEBM paper's own figure.")
+    lines += ["### Verdict", "", *verdicts, *notes, "", _PROTOCOL, _DIFFERENCES]
     return "\n".join(lines)
 
 
