@@ -211,7 +211,7 @@ def render(results: dict | list[dict], note: str | None = None) -> str:
     unfinished = [r for r in fits if r["history"].get("best_epoch") == r["history"].get("epochs")]
     warned = [w for run in runs for s in run["summary"] if s.get("method") in _OURS for w in s.get("warnings", [])]
     notes = [f"- {len(unfinished)} of the {len(fits)} fits above kept their last epoch (still improving when they "
-             "stopped): those numbers are upper bounds on what the same model reaches with longer training."]
+             "stopped): longer training may lower those numbers."]
     if warned:
         evals = [r for run in runs for r in run.get("results", []) if r.get("ess") is not None]
         low = min(evals, key=lambda r: r["ess"]) if evals else None
