@@ -427,3 +427,52 @@ def write_outputs(out: Path, rows: list[dict], summary: list[dict], run_info: di
     if plot:
         _write_plot(out / "uci_density.png", summary, run_info)
     return table
+
+
+def read_rows(h5_path: str | Path) -> tuple[list[dict], dict]:
+    """The rows (with their per-example test NLLs) and the run information of a ``uci_density.h5``."""
+    import h5py
+
+    rows = []
+    with h5py.File(h5_path, "r") as h5:
+        if h5.attrs.get("format") != "gebm_ppl.benchmarks.uci_density":
+            raise ValueError(f"{str(h5_path)!r} is not a uci_density.h5 file.")
+        run_info = json.loads(h5.attrs["run"])
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Group) and "result" in obj.attrs:
+                r = json.loads(obj.attrs["result"])
+                if "test_nll_per_example" in obj:
+                    r["per_example_test_nll"] = obj["test_nll_per_example"][()]
+                rows.append(r)
+
+        h5.visititems(visit)
+    order = {(d, s): i for i, (d, s) in enumerate((d, s) for d in run_info["datasets"] for s in run_info["seeds"])}
+    rows.sort(key=lambda r: (order.get((r["dataset"], r["seed"]), 0), METHODS.index(r["method"])))
+    return rows, run_info
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-render the tables, JSON and plot of a finished run from its ``uci_density.h5`` (no training)."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python benchmarks/uci_report.py", description=main.__doc__)
+    p.add_argument("out", nargs="?", default="results", help="the run's output folder (default results/)")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    rows, run_info = read_rows(out / "uci_density.h5")
+    run_info.pop("data", None)
+    run_info.pop("outputs", None)
+    summary = summarise(rows, run_info["datasets"], run_info["methods"])
+    print(write_outputs(out, rows, summary, run_info, plot=True))
+    for suffix in ("json", "h5", "png"):
+        print(f"Wrote {out / f'uci_density.{suffix}'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.exit(main())
