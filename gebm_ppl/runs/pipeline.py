@@ -103,6 +103,9 @@ def _check_identity(run_dir: Path, identity: dict, say) -> dict | None:
     if old.get("format") != RUN_FORMAT:
         raise RunMismatch(f"{str(run_dir)!r} holds a {RUN_FILE} that is not a gebm_ppl run.")
     old_identity = json.loads(json.dumps(old.get("identity")))
+    old_config = old_identity.get("config") if isinstance(old_identity, dict) else None
+    if isinstance(old_config, dict) and "eval" not in old_config:  # a run from before the [eval] table
+        old_identity["config"] = {**old_config, "eval": {}}
     if old_identity != json.loads(json.dumps(identity)):
         diff = [k for k in identity if json.dumps(old_identity.get(k), sort_keys=True)
                 != json.dumps(identity[k], sort_keys=True)]
