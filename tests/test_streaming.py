@@ -113,8 +113,12 @@ def test_training_never_reads_the_whole_dataset(tmp_path, monkeypatch):
                 eval_batch_size=250, progress=False)  # fmt: skip
     ev = gp.evaluate_gebm(gebm, val, num_samples=500, batch_size=250)
     assert np.isfinite(ev.nll)
-    assert len(reads) > 50 and max(reads) <= 400  # batches (≤ 4 × 100-row spans), chunks, eval batches
-    assert sum(reads) >= 2 * n  # and yet every row was read (check, epochs, evaluations)
+    assert max(reads) <= 250  # whole 200-row chunks (minibatches, the checks) and 250-row evaluation batches
+    assert sum(reads) >= 4 * n  # and yet every row was read, several times (checks, epochs, evaluations)
+    assert len(train._cache) == 0  # the loops read through their own converted copy ...
+    copy = train.to(torch.float32)
+    copy[copy.permutation(torch.Generator().manual_seed(0))[:2000]]
+    assert len(copy._cache) == copy.block_chunks == 4  # ... whose cache holds one block of chunks at most
 
 
 def test_sharded_log_partition_and_nll_equal_unsharded(tmp_path):

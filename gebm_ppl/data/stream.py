@@ -4,8 +4,8 @@ An :class:`H5Array` stands in for a ``[N, D]`` tensor wherever the training and 
 reads data (``x[indices]``, ``x[a:b]``, ``for chunk in x.split(b)``, ``x.shape``), so that
 :func:`gebm_ppl.fit_mle`, :func:`gebm_ppl.fit_kale` and :func:`gebm_ppl.evaluate_gebm` run on
 data larger than memory. Its :meth:`H5Array.permutation` is a chunk-local shuffle: a minibatch
-drawn from it touches only the chunks of one block, so HDF5's chunk cache serves each chunk
-about once per epoch. :func:`open_cache` checks a split cache written by
+drawn from it touches only the chunks of one block, so the array's chunk cache (one block) reads
+each chunk about once per epoch. :func:`open_cache` checks a split cache written by
 :func:`gebm_ppl.data.write_cache` without loading it (for ``gp.data.load(..., stream=True)``).
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from .cache import _TRAILER_SIZE, _TRAILER_TAG, CACHE_FORMAT, CACHE_VERSION, SPL
 __all__ = ["H5Array", "open_cache", "scan"]
 
 _VIRTUAL_CHUNK_BYTES = 1 << 20  # rows per "chunk" of a contiguous dataset: 1 MiB of them
-_BLOCK_BYTES = 64 << 20  # default shuffle block (and HDF5 chunk cache): 64 MiB
+_BLOCK_BYTES = 64 << 20  # default shuffle block (and chunk cache): 64 MiB
 
 
 class H5Array:
@@ -34,9 +35,10 @@ class H5Array:
 
     The file is opened lazily, once per process (an H5Array pickles as its path and settings, so
     DataLoader workers and spawned ranks reopen it). Reads: ``x[idx]`` for an index tensor or
-    array (one HDF5 read of the sorted unique rows, then the original order and repeats
-    restored), ``x[a:b]`` / ``x[i]``, and ``x.split(size)``, a generator of contiguous
-    ``[size, D]`` tensors (so ``for chunk in x.split(b)`` works as on a tensor).
+    array (the rows are taken from whole chunks held in a least-recently-used cache of one
+    shuffle block, then returned in the order of ``idx``, repeats included), ``x[a:b]`` / ``x[i]``
+    (read directly), and ``x.split(size)``, a generator of contiguous ``[size, D]`` tensors (so
+    ``for chunk in x.split(b)`` works as on a tensor).
 
     Chunks: the dataset's HDF5 chunks (``chunk_rows`` rows), or for a contiguous dataset blocks of
     ``chunk_rows`` rows (default: 1 MiB of rows); the chunked passes (the finiteness check and
@@ -44,20 +46,21 @@ class H5Array:
     of the chunks, groups them into blocks of ``block_bytes`` (default 64 MiB) and shuffles the
     rows within each block; a data set that fits in one block gets ``torch.randperm(N, generator)``,
     the order the training loop uses for a tensor, so streamed and in-memory training then see the
-    same minibatches.
+    same minibatches. Following that order, an epoch reads every chunk about once; a uniform
+    random index over an array larger than a block would read about one chunk per row instead.
 
-    Memory bound: one read holds the rows it returns (``len(idx) × D``; a contiguous span of at
-    most 4 × ``len(idx)`` rows when the indices are dense), ``split(size)`` one ``size × D``
-    chunk at a time, plus HDF5's chunk cache of ``block_bytes`` for chunked datasets; an index
-    permutation is 8 bytes per row. The rows themselves are never all in memory unless an index
-    asks for all of them.
+    Memory bound: the chunk cache (at most ``block_bytes``, default 64 MiB, and at least one
+    chunk), plus the rows a read returns (``len(idx) × D``, or one ``size × D`` chunk of
+    ``split(size)`` at a time); an index permutation is 8 bytes per row. A data set smaller than
+    ``block_bytes`` ends up wholly in the cache (at its own size); a larger one is never all in
+    memory.
 
     Args:
         path: the HDF5 file.
         name: the dataset inside it (e.g. ``"train"``).
         dtype: dtype of the returned tensors (default float32).
         device: device of the returned tensors (default CPU).
-        block_bytes: shuffle block and HDF5 chunk-cache size in bytes.
+        block_bytes: shuffle block and chunk-cache size in bytes.
         chunk_rows: rows per chunk of a contiguous dataset (ignored for a chunked one, whose
             HDF5 chunks are used).
 
@@ -121,6 +124,7 @@ class H5Array:
             self.chunk_rows = chunk_rows if chunk_rows is not None else max(1, _VIRTUAL_CHUNK_BYTES // row_bytes)
         self.block_chunks = max(1, block_bytes // (self.chunk_rows * row_bytes))
         self._file = self._ds = self._pid = None
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
     # ------------------------------------------------------------ tensor-like surface
     def __len__(self) -> int:
@@ -147,21 +151,21 @@ class H5Array:
 
     # ------------------------------------------------------------ pickling: reopen per process
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_file", "_ds", "_pid")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_file", "_ds", "_pid", "_cache")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._file, self._ds, self._pid = None, None, None
+        self._cache = OrderedDict()
 
     def _dataset(self):
         if self._file is None or self._pid != os.getpid():
             import h5py
 
-            # HDF5's own chunk cache holds one shuffle block of a chunked dataset (~100 hash slots per chunk)
-            slots = 100 * self.block_chunks + 1
-            self._file = h5py.File(self.path, "r", rdcc_nbytes=self.block_bytes, rdcc_nslots=slots)
+            self._file = h5py.File(self.path, "r")
             self._ds = self._file[self.name]
             self._pid = os.getpid()
+            self._cache.clear()
         return self._ds
 
     def close(self) -> None:
@@ -169,6 +173,7 @@ class H5Array:
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
         self._file = self._ds = None
+        self._cache.clear()
 
     # ------------------------------------------------------------ reads
     def _read(self, sel) -> np.ndarray:
@@ -177,6 +182,19 @@ class H5Array:
 
     def _tensor(self, a: np.ndarray) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(device=self.device, dtype=self.dtype)
+
+    def _chunk(self, c: int) -> np.ndarray:
+        """Chunk ``c`` (rows ``c·chunk_rows`` onwards) from the cache, read whole on a miss."""
+        self._dataset()  # (re)opens per process, clearing a cache inherited over fork
+        block = self._cache.get(c)
+        if block is None:
+            block = self._read(slice(c * self.chunk_rows, min((c + 1) * self.chunk_rows, self.shape[0])))
+            self._cache[c] = block
+            while len(self._cache) > self.block_chunks:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(c)
+        return block
 
     def read(self, start: int, stop: int) -> Tensor:
         """Rows ``start:stop`` as a tensor."""
@@ -208,13 +226,14 @@ class H5Array:
             raise IndexError(f"H5Array index out of range [0, {n}): min {int(idx.min())}, max {int(idx.max())}.")
         if idx.size == 0:
             return self._tensor(np.empty((0, self.shape[1]), dtype=self.file_dtype))
-        rows, inverse = np.unique(idx, return_inverse=True)  # sorted, unique: what h5py reads
-        lo, hi = int(rows[0]), int(rows[-1]) + 1
-        if hi - lo <= 4 * rows.size:  # dense: one contiguous read is cheaper than a point selection
-            block = self._read(slice(lo, hi))[rows - lo]
-        else:
-            block = self._read(rows)
-        return self._tensor(block[inverse.reshape(-1)])
+        out = np.empty((idx.size, self.shape[1]), dtype=self.file_dtype)
+        chunk_of = idx // self.chunk_rows
+        order = np.argsort(chunk_of, kind="stable")  # positions grouped by chunk
+        cuts = np.flatnonzero(np.diff(chunk_of[order])) + 1
+        for group in np.split(order, cuts):
+            c = int(chunk_of[group[0]])
+            out[group] = self._chunk(c)[idx[group] - c * self.chunk_rows]
+        return self._tensor(out)
 
     def split(self, size: int) -> Iterator[Tensor]:
         """Contiguous ``[size, D]`` tensors (the last may be smaller), read one at a time."""
