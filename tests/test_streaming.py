@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 
 import h5py
 import numpy as np
@@ -168,8 +169,10 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     x = _data(700)
     path = _write(tmp_path / "x.h5", x=x)
     init = f"file://{tmp_path / 'store'}"
-    # fork: the workers share the parent's imports (spawn would re-import torch and gebm_ppl, ~10 s on 2 cores)
-    mp.start_processes(_sharded_worker, args=(path, init, str(tmp_path / "ev")), nprocs=2, start_method="fork")
+    # fork: the workers share the parent's imports (spawn re-imports torch and gebm_ppl, ~10 s on 2 cores);
+    # but once another test has started JAX (multithreaded), fork may deadlock, so spawn then
+    method = "spawn" if "jax" in sys.modules else "fork"
+    mp.start_processes(_sharded_worker, args=(path, init, str(tmp_path / "ev")), nprocs=2, start_method=method)
     want = gp.evaluate_gebm(_gebm(), torch.from_numpy(x), num_samples=900, batch_size=200).to_dict()
     for rank in (0, 1):
         assert torch.load(tmp_path / f"ev.{rank}") == want
