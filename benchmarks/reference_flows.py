@@ -9,41 +9,24 @@ autoregressive layer, so sampling costs about D times a density evaluation.
 
 from __future__ import annotations
 
-from typing import Any
-
 from nflows.transforms import (
     CompositeTransform,
     MaskedAffineAutoregressiveTransform,
     MaskedPiecewiseRationalQuadraticAutoregressiveTransform,
     ReversePermutation,
 )
-from torch import Tensor
 
-import gebm_ppl as gp
+from gebm_ppl.bases import NflowsTransformBase
 
 __all__ = ["FLOWS", "MAF", "NSF"]
 
 
-class _NflowsBase(gp.TransformBase):
+class _NflowsBase(NflowsTransformBase):
     """A density base from an nflows transform T (data → noise): G = T⁻¹; ``config`` rebuilds it."""
 
     def __init__(self, transform: CompositeTransform, dim: int, config: dict):
         super().__init__(transform, dim, direction="normalize")
         self._config = {"dim": int(dim), **config}
-
-    @property
-    def config(self) -> dict:
-        return dict(self._config)
-
-    @staticmethod
-    def _adopt(transform: Any, direction: str | None) -> tuple[Any, str, bool]:
-        return transform, "normalize", False  # an nflows transform (data → noise), flipped below
-
-    def _generate(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform.inverse(z)
-
-    def _normalize(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform.forward(x)
 
 
 class MAF(_NflowsBase):

@@ -291,7 +291,28 @@ def _check_standard_normal(flow: nn.Module) -> None:
         raise ValueError("TransformBase needs a zuko flow whose prior is N(0, I) (as zuko's MAF/NSF have).")
 
 
-class RealNVP(TransformBase):
+class NflowsTransformBase(TransformBase):
+    """A :class:`TransformBase` on an nflows transform T: data → noise, so that G = T⁻¹; ``config`` from ``_config``.
+
+    The shared adapter of :class:`RealNVP` and of nflows flows built elsewhere (e.g. the benchmark's MAF and NSF).
+    """
+
+    @property
+    def config(self) -> dict:
+        return dict(self._config)
+
+    @staticmethod
+    def _adopt(transform: Any, direction: str | None) -> tuple[Any, str, bool]:
+        return transform, "normalize", False  # an nflows transform (data → noise), flipped below
+
+    def _generate(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return self.transform.inverse(z)
+
+    def _normalize(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.transform.forward(x)
+
+
+class RealNVP(NflowsTransformBase):
     """RealNVP flow (Dinh et al., 2017, https://arxiv.org/abs/1605.08803) built from nflows couplings.
 
     ``num_layers`` affine coupling layers with alternating masks (even / odd features), each
@@ -352,20 +373,6 @@ class RealNVP(TransformBase):
                 layers.append(AffineCouplingTransform(mask, net))
         super().__init__(CompositeTransform(layers), dim, direction="normalize")
         self._config = config
-
-    @property
-    def config(self) -> dict:
-        return dict(self._config)
-
-    @staticmethod
-    def _adopt(transform: Any, direction: str | None) -> tuple[Any, str, bool]:
-        return transform, "normalize", False  # an nflows transform (data → noise), flipped below
-
-    def _generate(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform.inverse(z)
-
-    def _normalize(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform.forward(x)
 
     def forward(self, z: Tensor) -> Tensor:
         """G(z): latent ``[..., D]`` → data ``[..., D]``."""
