@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import importlib
 
-from .bases import AffineBase, Base, DensityNotAvailable, RealNVP, TransformBase, register_base
-from .distribution import GEBMDistribution
-from .energies import EnergyMLP, QuadraticEnergy, gradient_penalty, register_energy
+from . import _compat
+from .bases import NSF, AffineBase, Base, ConvGenerator, DensityNotAvailable, MLPGenerator, RealNVP, TransformBase
+from .energies import ConvEnergy, Energy, EnergyMLP, QuadraticEnergy, gradient_penalty
 from .gebm import GEBM
-from .generators import ConvGenerator, MLPGenerator
-from .image_energies import ConvEnergy
 from .kale import (
     LogPartitionEstimate,
     estimate_log_partition,
@@ -20,6 +18,10 @@ from .kale import (
     kale_objective,
     nll_from_log_partition,
 )
+from .pyro.distribution import GEBMDistribution
+from .registry import register_base, register_energy
+
+_compat.install()
 
 __version__ = "0.1.0"
 
@@ -33,26 +35,29 @@ _LAZY = {
     "TrainingHistory": "gebm_ppl.training",
     "sample_latent": "gebm_ppl.sampling",
     "sample_potential": "gebm_ppl.sampling",
-    "GEBMReparam": "gebm_ppl.reparam",
-    "from_pyro": "gebm_ppl.reparam",
+    "GEBMReparam": "gebm_ppl.pyro.reparam",
+    "from_pyro": "gebm_ppl.pyro.reparam",
     "to_jax": "gebm_ppl.jax",
-    "NSF": "gebm_ppl.nsf",
     "evaluate_gebm": "gebm_ppl.evaluation",
 }
 _LAZY_MODULES = {
-    "data",
-    "diagnostics",
-    "evaluation",
-    "jax",
-    "metrics",
-    "numpyro",
-    "reparam",
-    "runs",
-    "sampling",
-    "toys",
-    "training",
-    "units",
-    "userdata",
+    "cli": "gebm_ppl.cli",
+    "data": "gebm_ppl.data",
+    "diagnostics": "gebm_ppl.diagnostics",
+    "evaluation": "gebm_ppl.evaluation",
+    "jax": "gebm_ppl.jax",
+    "metrics": "gebm_ppl.metrics",
+    "numpyro": "gebm_ppl.numpyro",
+    "pyro": "gebm_ppl.pyro",
+    "registry": "gebm_ppl.registry",
+    "runs": "gebm_ppl.runs",
+    "sampling": "gebm_ppl.sampling",
+    "training": "gebm_ppl.training",
+    "units": "gebm_ppl.units",
+    # the older top-level names of modules that moved (attribute access keeps working, without a warning)
+    "reparam": "gebm_ppl.pyro.reparam",
+    "toys": "gebm_ppl.data.toys",
+    "userdata": "gebm_ppl.data.userdata",
 }
 
 __all__ = [
@@ -63,6 +68,7 @@ __all__ = [
     "ConvEnergy",
     "ConvGenerator",
     "DensityNotAvailable",
+    "Energy",
     "EnergyMLP",
     "GEBM",
     "GEBMDistribution",
@@ -98,7 +104,7 @@ def __getattr__(name: str):
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
     elif name in _LAZY_MODULES:
-        value = importlib.import_module(f"gebm_ppl.{name}")
+        value = importlib.import_module(_LAZY_MODULES[name])
     else:
         raise AttributeError(f"module 'gebm_ppl' has no attribute {name!r}")
     globals()[name] = value
@@ -106,4 +112,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | _LAZY_MODULES)
+    return sorted(set(globals()) | set(_LAZY) | set(_LAZY_MODULES))

@@ -94,7 +94,7 @@ class GEBM(nn.Module):
 
     def distribution(self, log_partition: Tensor | float | None = None, num_proposals: int = 256):
         """This GEBM as a Pyro :class:`~gebm_ppl.distribution.GEBMDistribution`."""
-        from .distribution import GEBMDistribution
+        from .pyro.distribution import GEBMDistribution
 
         return GEBMDistribution(self, log_partition=log_partition, num_proposals=num_proposals)
 

@@ -28,8 +28,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import gebm_ppl as gp
-from gebm_ppl import userdata
-from gebm_ppl.data import cache, kexpfam, readers
+from gebm_ppl.data import cache, kexpfam, readers, userdata
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 TIME_LIMIT = 20.0  # seconds per example: far above any real call here (milliseconds)

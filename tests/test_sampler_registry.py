@@ -23,7 +23,8 @@ from typing import NamedTuple
 import torch
 
 from gebm_ppl.sampling.driver import Kernel
-from gebm_ppl.sampling.registry import Option, SamplerSpec, batched_runner, register_sampler
+from gebm_ppl.sampling.driver import batched_runner
+from gebm_ppl.sampling.registry import Option, SamplerSpec, register_sampler
 
 
 class RWMState(NamedTuple):

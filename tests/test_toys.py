@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import gebm_ppl as gp
-from gebm_ppl.toys import SphereToy, deformed_radius
+from gebm_ppl.data.toys import SphereToy, deformed_radius
 
 
 def test_generator_maps_onto_the_deformed_sphere():

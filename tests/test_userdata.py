@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gebm_ppl.data import SourceFormatError, UCIData
-from gebm_ppl.userdata import MIN_ROWS, load_file, read_table
+from gebm_ppl.data.userdata import MIN_ROWS, load_file, read_table
 
 
 @pytest.fixture
@@ -232,7 +232,7 @@ def test_ragged_row_is_named_from_one(tmp_path):
 
 # ------------------------------------------------------------------------------------------ tiny data
 def test_tiny_data_is_refused_and_small_data_warned_about(tmp_path, table):
-    from gebm_ppl.userdata import MIN_SPLIT_ROWS, check_split_sizes
+    from gebm_ppl.data.userdata import MIN_SPLIT_ROWS, check_split_sizes
 
     np.save(tmp_path / "twenty.npy", table[:20])
     with pytest.raises(ValueError, match=r"20 rows split into 17 training, 1 validation and 2 test rows.*"

@@ -19,9 +19,10 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from ._validation import check_positive_int
-from .bases import Base, DensityNotAvailable, register_base
-from .energies import _activation, check_activation
+from .._layers import _activation, check_activation
+from .._validation import check_positive_int
+from ..registry import register_base
+from .base import Base, DensityNotAvailable
 
 __all__ = ["ConvGenerator", "MLPGenerator", "check_image_shape"]
 
@@ -90,7 +91,7 @@ class _Generator(Base):
         raise _no_density(self, "inverse G⁻¹")
 
 
-@register_base
+@register_base(jax="gebm_ppl.jax.generators:convert_mlp_generator")
 class MLPGenerator(_Generator):
     """MLP generator G_θ(z) = out(W_L σ(… σ(W_1 z + b_1) …) + b_L), ``[..., d] → [..., D]``, without a density.
 
@@ -156,7 +157,7 @@ class MLPGenerator(_Generator):
         return self.net(z)
 
 
-@register_base
+@register_base(jax="gebm_ppl.jax.generators:convert_conv_generator")
 class ConvGenerator(_Generator):
     """DCGAN-style generator (Radford et al., 2016, https://arxiv.org/abs/1511.06434), ``[..., d] → [..., C·H·W]``.
 

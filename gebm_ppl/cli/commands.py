@@ -19,7 +19,7 @@ class UsageError(Exception):
 
 # ------------------------------------------------------------------------------------------ helpers
 def _parse_options(items: Sequence[str]) -> dict:
-    from .runs import parse_value
+    from ..runs import parse_value
 
     out = {}
     for item in items:
@@ -102,7 +102,7 @@ def _without_nproc(argv: Sequence[str]) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ fit
 def _prepare_fit(args):
-    from . import runs
+    from .. import runs
 
     config = runs.load_config(args.config)
     config = runs.apply_overrides(config, args.overrides)
@@ -131,7 +131,7 @@ def _prepare_fit(args):
 
 
 def _run_fit(args, prepared) -> int:
-    from . import distributed, runs
+    from .. import distributed, runs
 
     config, data = prepared
     if args.nproc > 1 and not distributed.launched():  # this process launches the ranks, which train
@@ -180,7 +180,7 @@ def _run_fit(args, prepared) -> int:
 
 # ------------------------------------------------------------------------------------------ evaluate
 def _prepare_run(args):
-    from . import runs
+    from .. import runs
 
     return runs.load_run(args.run_dir)
 
@@ -188,7 +188,7 @@ def _prepare_run(args):
 def _run_evaluate(args, run) -> int:
     import json
 
-    from . import runs
+    from .. import runs
 
     if args.device is not None:
         run.gebm.to(_torch_device(args.device))
@@ -234,7 +234,7 @@ def _run_evaluate(args, run) -> int:
 
 # ------------------------------------------------------------------------------------------ sample
 def _takes_step_size(method: str) -> bool:
-    from .sampling.registry import get_sampler
+    from ..sampling.registry import get_sampler
 
     spec = get_sampler(method)
     return spec.passthrough is not None or "step_size" in spec.defaults
@@ -256,7 +256,7 @@ def _apply_sample_config(args, table: dict) -> None:
     Precedence: an explicit flag, then ``[sample]``, then the built-in default. The table's method-specific
     keys (step size, backend, options) apply only when the method sampled is the table's (default nuts).
     """
-    from .cli import build_parser
+    from .parser import build_parser
 
     table = dict(table or {})
     table.pop("progress", None)
@@ -281,7 +281,7 @@ def _apply_sample_config(args, table: dict) -> None:
 
 
 def _check_sample_flags(args) -> None:
-    from .sampling.registry import sampler_names
+    from ..sampling.registry import sampler_names
 
     if args.method is None:  # left to the run's [sample] table
         return
@@ -300,7 +300,7 @@ def _check_sample_flags(args) -> None:
 
 
 def _prepare_sample(args):
-    from . import runs
+    from .. import runs
 
     _check_sample_flags(args)  # the flags as given, before reading the run
     _parse_options(args.options)
@@ -326,8 +326,8 @@ def _prepare_sample(args):
 def _prepare_sample_devices(args) -> None:
     """Check --chain-method against the method and backend, and set up --device and --host-devices: for
     numpyro they must take effect before JAX initialises, so this runs before anything calls JAX."""
-    from .sampling.driver import check_chain_method
-    from .sampling.registry import get_sampler
+    from ..sampling.driver import check_chain_method
+    from ..sampling.registry import get_sampler
 
     args.chain_method = check_chain_method(get_sampler(args.method), args.backend, args.chain_method)
     if args.backend != "numpyro":
@@ -337,7 +337,7 @@ def _prepare_sample_devices(args) -> None:
         if args.device is not None:
             _torch_device(args.device)  # UsageError: not a torch device, or CUDA absent
         if args.chain_method == "parallel":
-            from .sampling.pyro_mcmc import max_parallel_chains
+            from ..sampling.pyro_mcmc import max_parallel_chains
 
             if args.chains > max_parallel_chains():
                 raise UsageError(f"--chain-method parallel runs one process per chain, and Pyro runs at most "
@@ -353,7 +353,7 @@ def _prepare_sample_devices(args) -> None:
         if kind == "cpu":
             jax.config.update("jax_platforms", "cpu")  # read when JAX initialises
     if args.host_devices is not None:
-        from .numpyro.mcmc import set_host_devices
+        from ..numpyro.mcmc import set_host_devices
 
         try:
             set_host_devices(args.host_devices)
@@ -362,13 +362,13 @@ def _prepare_sample_devices(args) -> None:
     if args.device is not None and jax.default_backend() != ("cpu" if kind == "cpu" else "gpu"):
         raise UsageError(f"--device {args.device}: JAX's backend is {jax.default_backend()} (JAX was initialised "
                          "before, or has no GPU here: install jax with CUDA support).")
-    from .numpyro.mcmc import check_chain_devices
+    from ..numpyro.mcmc import check_chain_devices
 
     check_chain_devices(args.chain_method, args.chains)  # ValueError naming --host-devices when too few
 
 
 def _run_sample(args, prepared) -> int:
-    from . import runs
+    from .. import runs
 
     run, kwargs = prepared
     if args.backend == "pyro" and args.device is not None:
@@ -397,8 +397,8 @@ def _run_sample(args, prepared) -> int:
 def _in_data_units(idata, reference, metadata: dict):
     """The draws and held-out points mapped back through the inverse whitening, with the data's column names
     (None when the run's data were not whitened)."""
-    from . import units
-    from .runs.samples import whitened
+    from .. import units
+    from ..runs.samples import whitened
 
     if not whitened(metadata):
         return None
@@ -409,7 +409,7 @@ def _in_data_units(idata, reference, metadata: dict):
 
 
 def _prepare_diagnose(args):
-    from . import runs
+    from .. import runs
 
     idata = runs.read_samples(args.file)
     if args.var not in idata.posterior:
@@ -436,7 +436,7 @@ def _run_diagnose(args, prepared) -> int:
 
     import numpy as np
 
-    from . import diagnostics
+    from .. import diagnostics
 
     idata, reference = prepared
     names = [args.var]

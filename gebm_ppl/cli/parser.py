@@ -1,23 +1,11 @@
-"""The ``gebm`` command: fit, evaluate, sample and diagnose GEBMs without writing Python.
-
-This module parses arguments and maps errors to exit codes; the commands themselves (which call
-:mod:`gebm_ppl.runs` and :mod:`gebm_ppl.diagnostics` and print) are in :mod:`gebm_ppl._cli_commands`.
-Exit codes: 0 success, 1 runtime failure (for example a diverged training run), 2 bad input or
-usage (unknown dataset, unreadable file, inconsistent options), 130 interrupted.
-"""
+"""The ``gebm`` command's argument parser (:func:`build_parser`); :func:`gebm_ppl.cli.main` runs it."""
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
-import sys
-import traceback
-from collections.abc import Sequence
 
-from ._cli_commands import COMMANDS, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
-
-__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "UsageError", "build_parser", "main"]
+__all__ = ["build_parser"]
 
 BACKENDS = ("pyro", "numpyro")
 SPLITS = ("train", "val", "test")  # gebm_ppl.runs.SPLITS, without importing the runs package for --help
@@ -78,7 +66,7 @@ _EPILOG_EXIT = "Exit codes: 0 success, 1 runtime failure, 2 bad input or usage, 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``gebm`` argument parser (one sub-command per step: fit, evaluate, sample, diagnose)."""
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="gebm",
@@ -204,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="draws kept per chain (default: the run's [sample] value, else 1000)")
     sa.add_argument("--warmup", type=_nonnegative_int, default=None, metavar="W",
                     help="warm-up (adaptation / burn-in) steps per chain, discarded (default: [sample], else 500)")
-    from .sampling.registry import methods_help, sampler_names  # the sampler registry: choices and help
+    from ..sampling.registry import methods_help, sampler_names  # the sampler registry: choices and help
 
     sa.add_argument("--method", choices=sampler_names(), default=None,
                     help="default: the run's [sample] method, else nuts. " + methods_help().replace("%", "%%"))
@@ -259,48 +247,3 @@ def build_parser() -> argparse.ArgumentParser:
                     help="dimensions shown in the trace, rank and pair plots")
     di.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     return parser
-
-
-# Errors that mean "bad input" while the inputs are being read and checked.
-_INPUT_ERRORS = (UsageError, ValueError, TypeError, KeyError, FileNotFoundError, NotADirectoryError,
-                 PermissionError, IsADirectoryError)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``gebm`` command with ``argv`` (default ``sys.argv[1:]``) and return its exit code.
-
-    The console script calls ``sys.exit(main())``; tests call ``main([...])`` directly.
-    """
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # --help / --version (0) or a usage error (2)
-        return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # gebm fit --nproc N relaunches itself with these
-    debug = getattr(args, "debug", False) or os.environ.get("GEBM_DEBUG", "") not in ("", "0")
-    prog = f"gebm {args.command}"
-    prepare, run = COMMANDS[args.command]
-
-    def report(kind: str, err: BaseException) -> None:
-        if debug:
-            traceback.print_exception(err)
-        print(f"{prog}: {kind}: {err}", file=sys.stderr)
-
-    try:
-        prepared = prepare(args)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except _INPUT_ERRORS as e:
-        report("error", e)
-        return EXIT_USAGE
-    try:
-        return run(args, prepared)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except UsageError as e:
-        report("error", e)
-        return EXIT_USAGE
-    except Exception as e:  # a runtime failure: training diverged, a sampler failed, a disk filled up, ...
-        report("failed", e)
-        return EXIT_FAILURE

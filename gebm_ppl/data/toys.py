@@ -132,7 +132,7 @@ class SphereToy:
 
     def dataset(self, n_train: int = 2000, n_val: int = 500, n_test: int = 2000, seed: int | None = None):
         """Fresh exact draws as a :class:`~gebm_ppl.data.UCIData` (float32 splits, metadata name ``"sphere-toy"``)."""
-        from .data import UCIData
+        from .load import UCIData
 
         seed = self.seed if seed is None else int(seed)
         g = torch.Generator().manual_seed(seed)
@@ -152,7 +152,7 @@ class SphereToy:
         """
         from scipy import stats
 
-        from .metrics import median_bandwidth, mmd
+        from ..metrics import median_bandwidth, mmd
 
         x = torch.as_tensor(x, dtype=torch.float64)
         ref = torch.as_tensor(reference, dtype=torch.float64)

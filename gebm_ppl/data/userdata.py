@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import SourceFormatError, UCIData, file_digest
-from .data.kexpfam import kexpfam_pipeline
+from .fetch import file_digest
+from .kexpfam import kexpfam_pipeline
+from .load import UCIData
+from .readers import SourceFormatError
 
 __all__ = ["FORMATS", "MIN_ROWS", "MIN_SPLIT_ROWS", "MIN_TRAIN_PER_DIM", "WARN_SPLIT_ROWS", "WARN_TRAIN_PER_DIM",
            "check_split_sizes", "load_file", "read_table"]
@@ -44,7 +46,7 @@ WARN_TRAIN_PER_DIM = 20
 
 
 def _min_rows() -> int:
-    from .data.preprocess import kexpfam_split_sizes
+    from .preprocess import kexpfam_split_sizes
 
     return next(n for n in range(1, 10_000) if min(kexpfam_split_sizes(n)[1:]) >= MIN_SPLIT_ROWS)
 
@@ -397,7 +399,7 @@ def check_split_sizes(n: int, dim: int, what: str = "the data") -> tuple[int, in
     :data:`WARN_TRAIN_PER_DIM` · dim. The test NLL is a mean over the test rows, so its standard
     error shrinks only as 1/√rows.
     """
-    from .data.preprocess import kexpfam_split_sizes
+    from .preprocess import kexpfam_split_sizes
 
     train, val, test = kexpfam_split_sizes(n)
     sizes = f"{n} rows split into {train} training, {val} validation and {test} test rows"

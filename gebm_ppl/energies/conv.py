@@ -8,9 +8,12 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from ._validation import check_finite_float, check_positive_int
-from .energies import _activation, check_activation, check_optional_floor, register_energy, smooth_floor
-from .generators import check_image_shape
+from .._layers import _activation, check_activation
+from .._validation import check_finite_float, check_positive_int
+from ..bases.generators import check_image_shape
+from ..registry import register_energy
+from .base import Energy
+from .mlp import check_optional_floor, smooth_floor
 
 __all__ = ["ConvEnergy", "check_flat_images"]
 
@@ -28,8 +31,8 @@ def check_flat_images(x: object, image_shape: tuple[int, int, int], owner: str) 
     return x
 
 
-@register_energy
-class ConvEnergy(nn.Module):
+@register_energy(jax="gebm_ppl.jax.generators:convert_conv_energy")
+class ConvEnergy(Energy):
     """Convolutional energy on flat images, E: ℝ^{C·H·W} → ℝ, floored smoothly: E = floor + softplus(f(x) − floor).
 
     f: a 3×3 convolution to ``channels[0]`` maps, then one 4×4 stride-2 convolution per further

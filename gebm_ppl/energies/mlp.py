@@ -1,4 +1,4 @@
-"""Energies E: ℝᴰ → ℝ that reweight the base, dQ ∝ exp(−E) dG, and the gradient penalty."""
+"""The MLP energy (the paper's UCI energy), the smooth floor shared by energies, and the gradient penalty."""
 
 from __future__ import annotations
 
@@ -9,23 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from ._validation import check_finite_float, check_positive_float, check_positive_int
+from .._layers import _activation, check_activation
+from .._validation import check_finite_float, check_positive_float, check_positive_int
+from ..registry import register_energy
+from .base import Energy
 
-__all__ = ["ENERGIES", "EnergyMLP", "QuadraticEnergy", "gradient_penalty", "register_energy", "smooth_floor"]
-
-_ACTIVATIONS = {"leaky_relu", "relu", "elu", "softplus", "tanh", "silu"}
-
-
-def _activation(name: str, negative_slope: float) -> nn.Module:
-    return {
-        "leaky_relu": lambda: nn.LeakyReLU(negative_slope),
-        "relu": nn.ReLU,
-        "elu": nn.ELU,
-        "softplus": nn.Softplus,
-        "tanh": nn.Tanh,
-        "silu": nn.SiLU,
-    }[name]()
-
+__all__ = ["EnergyMLP", "check_activation", "check_optional_floor", "gradient_penalty", "smooth_floor"]
 
 def smooth_floor(energy: Tensor, floor: float | None) -> Tensor:
     """E ↦ floor + softplus(E − floor): a smooth lower bound (≈ E above the floor); None leaves E as is."""
@@ -34,19 +23,13 @@ def smooth_floor(energy: Tensor, floor: float | None) -> Tensor:
     return floor + F.softplus(energy - floor)
 
 
-def check_activation(activation: object) -> str:
-    """The name of a supported activation (one of leaky_relu, relu, elu, softplus, tanh, silu)."""
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"'activation' should be one of {sorted(_ACTIVATIONS)}. Got {activation!r}.")
-    return str(activation)
-
-
 def check_optional_floor(floor: object) -> float | None:
     """None, or a finite real number, as ``float``."""
     return None if floor is None else check_finite_float(floor, "floor")
 
 
-class EnergyMLP(nn.Module):
+@register_energy(jax="gebm_ppl.jax.convert:convert_energy_mlp")
+class EnergyMLP(Energy):
     """Multi-layer perceptron energy, ``[..., D] → [...]``.
 
     As in Arbel et al. (2021): hidden widths (100, 200, 100) with LeakyReLU(0.1) by default.
@@ -118,47 +101,6 @@ class EnergyMLP(nn.Module):
         return smooth_floor(self.lipschitz * self.net(x).squeeze(-1), self.floor)
 
 
-class QuadraticEnergy(nn.Module):
-    """E(x) = ½ (x − m)ᵀ P (x − m) with P = W Wᵀ positive semi-definite, ``[..., D] → [...]``.
-
-    With an affine (Gaussian) base N(μ, Σ), the GEBM is N with precision Σ⁻¹ + P; this is the
-    closed-form family of the tests and a useful energy in its own right.
-
-    Args:
-        dim: dimension D.
-        center: ``[D]`` initial m (default 0).
-        factor: ``[D, D]`` initial W (default 0, i.e. E ≡ 0).
-    """
-
-    def __init__(self, dim: int, center: Tensor | None = None, factor: Tensor | None = None):
-        super().__init__()
-        self.dim = check_positive_int(dim, "dim")
-        dt = torch.get_default_dtype()
-        center = torch.zeros(dim, dtype=dt) if center is None else torch.as_tensor(center, dtype=dt)
-        factor = torch.zeros(dim, dim, dtype=dt) if factor is None else torch.as_tensor(factor, dtype=dt)
-        if center.shape != (dim,) or factor.shape != (dim, dim):
-            raise ValueError(
-                f"QuadraticEnergy expects center [{dim}] and factor [{dim}, {dim}]. "
-                f"Got {tuple(center.shape)} and {tuple(factor.shape)}."
-            )
-        if not bool(torch.isfinite(center).all() and torch.isfinite(factor).all()):
-            raise ValueError("'center' and 'factor' should hold finite values. Got NaN or inf.")
-        self.center = nn.Parameter(center.clone())
-        self.factor = nn.Parameter(factor.clone())
-
-    @property
-    def config(self) -> dict:
-        return {"dim": self.dim}
-
-    @property
-    def precision(self) -> Tensor:
-        return self.factor @ self.factor.T
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = (x - self.center) @ self.factor
-        return 0.5 * (y * y).sum(-1)
-
-
 def gradient_penalty(
     energy: nn.Module, x_data: Tensor, x_base: Tensor, weight: float = 0.1, generator=None
 ) -> Tensor:
@@ -175,12 +117,3 @@ def gradient_penalty(
     x_hat = (t * x_data.detach() + (1 - t) * x_base.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(energy(x_hat).sum(), x_hat, create_graph=True)
     return weight * (grad * grad).sum(-1).mean()
-
-
-ENERGIES: dict[str, type[nn.Module]] = {"EnergyMLP": EnergyMLP, "QuadraticEnergy": QuadraticEnergy}
-
-
-def register_energy(cls: type[nn.Module]) -> type[nn.Module]:
-    """Register an energy class by name so that checkpoints naming it can be loaded."""
-    ENERGIES[cls.__name__] = cls
-    return cls

@@ -1,7 +1,8 @@
-"""torch → JAX export of a GEBM: :func:`to_jax` reads the weights into a :class:`JaxGEBM`, through a registry.
+"""torch → JAX export of a GEBM: :func:`to_jax` reads the weights into a :class:`JaxGEBM`, through the registry.
 
-Each torch base or energy class has a converter, registered with ``register_jax(TorchClass)(converter)``
-(also usable as a decorator). The signature is::
+Each torch base or energy class has a converter, its JAX twin in :mod:`gebm_ppl.registry`: named where the
+class is registered (``@register_base(jax="module:converter")``), or added with
+``register_jax(TorchClass)(converter)`` (also usable as a decorator). The signature is::
 
     converter(module: nn.Module, dtype: type) -> (spec, params)
 
@@ -32,8 +33,11 @@ from nflows.transforms import AffineCouplingTransform, CompositeTransform
 from torch import nn
 
 from .._modes import eval_mode
-from ..bases import AffineBase, ExpTanhAffineCoupling, RealNVP
-from ..energies import EnergyMLP, QuadraticEnergy
+from ..bases.affine import AffineBase
+from ..bases.realnvp import ExpTanhAffineCoupling, RealNVP
+from ..energies.mlp import EnergyMLP
+from ..energies.quadratic import QuadraticEnergy
+from ..registry import JAX_TWINS, jax_twin, register_jax_twin
 from .bases import AffineSpec, CouplingSpec, RealNVPSpec
 from .energies import EnergyMLPSpec, QuadraticEnergySpec
 from .gebm import GEBMSpec, JaxGEBM
@@ -43,7 +47,8 @@ __all__ = ["converter_for", "register_jax", "to_jax"]
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 Converter = Callable[[nn.Module, type], tuple[Any, Any]]
-JAX_CONVERTERS: dict[type, Converter] = {}
+JAX_CONVERTERS: dict[type, Converter | str] = JAX_TWINS
+"""torch class → converter (or its ``"module:attribute"`` path): the registry's :data:`~gebm_ppl.registry.JAX_TWINS`."""
 
 
 def register_jax(torch_cls: type) -> Callable[[Converter], Converter]:
@@ -54,36 +59,17 @@ def register_jax(torch_cls: type) -> Callable[[Converter], Converter]:
     def add(converter: Converter) -> Converter:
         if not callable(converter):
             raise TypeError(f"register_jax({torch_cls.__name__}) expects a callable converter. Got {converter!r}.")
-        JAX_CONVERTERS[torch_cls] = converter
+        register_jax_twin(torch_cls, converter)
         return converter
 
     return add
 
 
-def _load_builtin() -> None:
-    """Register the converters of the modules that define JAX twins outside this file (once)."""
-    from ..generators import ConvGenerator, MLPGenerator
-    from ..image_energies import ConvEnergy
-    from . import generators  # its converters, unless it registers them itself
-
-    for cls, fn in (
-        (MLPGenerator, generators.convert_mlp_generator),
-        (ConvGenerator, generators.convert_conv_generator),
-        (ConvEnergy, generators.convert_conv_energy),
-    ):
-        JAX_CONVERTERS.setdefault(cls, fn)
-    try:
-        from .. import nsf  # noqa: F401 - registers the NSF base's twin
-    except ImportError:  # pragma: no cover - zuko missing
-        pass
-
-
 def converter_for(module: nn.Module, part: str = "module") -> Converter:
     """The registered converter of ``type(module)`` or its nearest registered parent class."""
-    _load_builtin()
-    for cls in type(module).__mro__:
-        if cls in JAX_CONVERTERS:
-            return JAX_CONVERTERS[cls]
+    converter = jax_twin(type(module))
+    if converter is not None:
+        return converter
     known = sorted(c.__name__ for c in JAX_CONVERTERS)
     raise TypeError(
         f"to_jax does not support the {part} {type(module).__name__}: no JAX twin is registered for it "
@@ -176,26 +162,26 @@ def _realnvp(base: RealNVP, dtype: type) -> tuple[RealNVPSpec, dict]:
     return RealNVPSpec(base.dim, tuple(layers), scale, float(cfg["scale_bound"])), {"layers": weights}
 
 
-@register_jax(RealNVP)
-def _realnvp_converter(base: RealNVP, dtype: type) -> tuple[RealNVPSpec, dict]:
+def convert_realnvp(base: RealNVP, dtype: type) -> tuple[RealNVPSpec, dict]:
+    """The JAX twin of :class:`~gebm_ppl.RealNVP` (registered with the class)."""
     return _realnvp(base, dtype)
 
 
-@register_jax(AffineBase)
-def _affine(base: AffineBase, dtype: type) -> tuple[AffineSpec, dict]:
+def convert_affine(base: AffineBase, dtype: type) -> tuple[AffineSpec, dict]:
+    """The JAX twin of :class:`~gebm_ppl.AffineBase` (registered with the class)."""
     params = {"loc": _array(base.loc, dtype), "scale_tril": _array(base.scale_tril, dtype)}
     return AffineSpec(base.dim), params
 
 
-@register_jax(EnergyMLP)
-def _energy_mlp(energy: EnergyMLP, dtype: type) -> tuple[EnergyMLPSpec, dict]:
+def convert_energy_mlp(energy: EnergyMLP, dtype: type) -> tuple[EnergyMLPSpec, dict]:
+    """The JAX twin of :class:`~gebm_ppl.EnergyMLP` (registered with the class)."""
     ops, w = _mlp(energy.net, dtype, "EnergyMLP.net")
     floor = None if energy.floor is None else float(energy.floor)
     return EnergyMLPSpec(energy.dim, ops, float(energy.lipschitz), floor), {"net": w}
 
 
-@register_jax(QuadraticEnergy)
-def _quadratic(energy: QuadraticEnergy, dtype: type) -> tuple[QuadraticEnergySpec, dict]:
+def convert_quadratic(energy: QuadraticEnergy, dtype: type) -> tuple[QuadraticEnergySpec, dict]:
+    """The JAX twin of :class:`~gebm_ppl.QuadraticEnergy` (registered with the class)."""
     params = {"center": _array(energy.center, dtype), "factor": _array(energy.factor, dtype)}
     return QuadraticEnergySpec(energy.dim), params
 

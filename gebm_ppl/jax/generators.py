@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from torch import nn
 
-from ..generators import ConvGenerator, MLPGenerator
-from ..image_energies import ConvEnergy
+from ..bases.generators import ConvGenerator, MLPGenerator
+from ..energies.conv import ConvEnergy
 from ._nn import MLPOps, check_last_dim, mlp, softplus
 
 __all__ = [

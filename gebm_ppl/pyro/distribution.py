@@ -9,8 +9,8 @@ from pyro.distributions import TorchDistribution
 from torch import Tensor
 from torch.distributions import constraints
 
-from ._modes import eval_mode
-from ._validation import check_points, check_positive_int
+from .._modes import eval_mode
+from .._validation import check_points, check_positive_int
 
 __all__ = ["GEBMDistribution"]
 

@@ -10,7 +10,7 @@ import pyro.distributions as dist
 import torch
 from pyro.infer.reparam.reparam import Reparam
 
-from .bases import DensityNotAvailable
+from ..bases.base import DensityNotAvailable
 from .distribution import GEBMDistribution
 
 __all__ = ["GEBMReparam", "from_pyro"]

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from .. import registry
+
 __all__ = [
     "CONFIG_SECTIONS",
     "EVAL_DEFAULTS",
@@ -66,19 +68,6 @@ _RESERVED = {"dim", "base", "gebm", "train", "val", "seed", "device", "progress"
 _FILLED = {"dim", "image_shape"}  # constructor arguments taken from the data when the table leaves them out
 
 
-def _registries() -> tuple[dict, dict]:
-    """BASES and ENERGIES, with the library's own optional classes registered."""
-    import importlib
-
-    from ..bases import BASES
-    from ..energies import ENERGIES
-
-    for module in ("generators", "image_energies", "nsf"):
-        try:
-            importlib.import_module(f"gebm_ppl.{module}")
-        except ImportError:  # an optional module (or one whose dependency is missing)
-            pass
-    return BASES, ENERGIES
 
 
 def _parameters(fn) -> dict[str, inspect.Parameter]:
@@ -93,13 +82,13 @@ def _training_functions() -> dict:
 
 
 def _resolve(section: str, values: dict, source: str):
-    registry = _registries()[0 if section == "base" else 1]
+    """The class that ``[section] class = name`` names, looked up in :mod:`gebm_ppl.registry` only."""
+    kind = "base" if section == "base" else "energy"
     name = values.get("class", DEFAULT_BASE if section == "base" else DEFAULT_ENERGY)
-    if not isinstance(name, str) or name not in registry:
-        register = "register_base" if section == "base" else "register_energy"
-        raise ValueError(f"{source}: [{section}] class {name!r} is not registered (known: {', '.join(registry)}; "
-                         f"add one with gebm_ppl.{register}).")
-    return registry[name]
+    if not isinstance(name, str) or name not in registry.COMPONENTS[kind]:
+        raise ValueError(f"{source}: [{section}] class {name!r} is not registered (known: "
+                         f"{', '.join(registry.names(kind))}; add one with gebm_ppl.register_{kind}).")
+    return registry.get(kind, name)
 
 
 def has_density(config: dict) -> bool:

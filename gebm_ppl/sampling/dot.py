@@ -27,8 +27,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .driver import Kernel, potential_and_grad
-from .registry import Option, SamplerSpec, batched_runner, register_sampler
+from .driver import Kernel, batched_runner, potential_and_grad
+from .registry import Option, SamplerSpec, register_sampler
 
 __all__ = ["DOTState", "KERNEL", "SPEC", "estimate_lipschitz", "init", "step", "stats"]
 

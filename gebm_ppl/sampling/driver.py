@@ -15,6 +15,7 @@ from .registry import BACKENDS, SamplerSpec, get_sampler, scheduled_step_size
 
 __all__ = [
     "CountingPotential",
+    "batched_runner",
     "NUMPYRO_CHAIN_METHODS",
     "check_chain_method",
     "check_count",
@@ -331,3 +332,17 @@ def run_torch(spec: SamplerSpec, potential: CountingPotential, init: Tensor | No
         potential, init, num_samples=num_samples, warmup_steps=warmup_steps if spec.burn_in else 0,
         generator=generator, chain_seeds=seeds, progress=progress, **extra, **settings,
     )
+
+
+def batched_runner(kernel: Any) -> Callable[..., Any]:
+    """A ``torch_runner`` for a batched kernel ``driver.Kernel(init, step, stats)`` run by ``driver.run_batched``.
+
+    The settings reach ``init``/``step`` as keywords; ``thin`` (if declared) thins the draws; with the
+    :data:`SCHEDULE_OPTIONS`, ``step_size`` follows their schedule.
+    """
+
+    def run(potential, init, *, num_samples, warmup_steps, generator, chain_seeds, progress, **settings):
+        thin = settings.pop("thin", 1)
+        return run_batched(kernel, potential, init, num_samples, warmup_steps, generator, thin, progress, **settings)
+
+    return run

@@ -8,8 +8,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .driver import Kernel
-from .registry import Option, SamplerSpec, batched_runner, register_sampler
+from .driver import Kernel, batched_runner
+from .registry import Option, SamplerSpec, register_sampler
 
 __all__ = ["IMHState", "init", "step", "stats", "KERNEL", "SPEC"]
 

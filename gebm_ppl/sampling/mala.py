@@ -9,8 +9,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .driver import Kernel, potential_and_grad
-from .registry import SCHEDULE_OPTIONS, Option, SamplerSpec, batched_runner, register_sampler
+from .driver import Kernel, batched_runner, potential_and_grad
+from .registry import SCHEDULE_OPTIONS, Option, SamplerSpec, register_sampler
 
 __all__ = ["KERNEL", "MALAState", "init", "log_proposal", "step", "stats"]
 

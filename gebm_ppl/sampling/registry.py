@@ -6,15 +6,18 @@ appears in ``gebm_ppl.sampling.METHODS``, is accepted by :func:`gebm_ppl.sample_
 offered by ``gebm sample --method`` with its one-line summary as help. Example (a random-walk
 Metropolis sampler in a few lines)::
 
-    from gebm_ppl.sampling.registry import Option, SamplerSpec, batched_runner, register_sampler
+    from gebm_ppl.sampling.driver import batched_runner
+    from gebm_ppl.sampling.registry import Option, SamplerSpec, register_sampler
     register_sampler(SamplerSpec(
         name="rwm", summary="random-walk Metropolis", gradient_based=False,
         options=(Option("scale", float, 0.5, "proposal standard deviation"),),
         torch_runner=batched_runner(RWM_KERNEL),  # a driver.Kernel(init, step, stats)
     ))
 
-This module imports neither torch nor JAX: kernels are reached through the spec's callables, and a
-JAX kernel may be named lazily as ``"module:attribute"``.
+The specs live in the component registry (:mod:`gebm_ppl.registry`, kind ``"sampler"``), beside the bases
+and energies; :data:`SAMPLERS` is the ``{name: spec}`` view of it. This module imports neither torch nor
+JAX: kernels are reached through the spec's callables, and a JAX kernel may be named lazily as
+``"module:attribute"``.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import registry as _registry
+
 __all__ = [
     "BACKENDS",
     "SAMPLERS",
     "Option",
     "SamplerSpec",
-    "batched_runner",
     "get_sampler",
     "methods_help",
     "methods_table",
@@ -41,7 +45,7 @@ __all__ = [
 ]
 
 BACKENDS = ("pyro", "numpyro")
-SAMPLERS: dict[str, SamplerSpec] = {}
+SAMPLERS: dict[str, SamplerSpec] = _registry.ComponentView("sampler")
 """name → :class:`SamplerSpec`, in registration order (read it; add to it with :func:`register_sampler`)."""
 
 
@@ -134,7 +138,7 @@ class SamplerSpec:
         torch_runner: the Pyro/torch implementation, ``run(potential, init, *, num_samples, warmup_steps,
             generator, chain_seeds, progress, **settings) -> (z [C, N, d], stats {name: [C, N]}, seconds)``;
             ``potential`` is a :class:`~gebm_ppl.sampling.driver.CountingPotential` (``[..., d] → [...]``),
-            ``init`` ``[C, d]``. :func:`batched_runner` makes one from a batched kernel.
+            ``init`` ``[C, d]``. :func:`~gebm_ppl.sampling.driver.batched_runner` makes one from a batched kernel.
         jax_kernel: the NumPyro implementation: ``factory(potential_fn, **settings)`` returning a
             ``numpyro.infer.mcmc.MCMCKernel`` (see :mod:`gebm_ppl.numpyro.kernels`), or its
             ``"module:attribute"`` path, imported on first use.
@@ -225,7 +229,7 @@ def register_sampler(spec: SamplerSpec, *, replace: bool = False) -> SamplerSpec
         raise TypeError(f"'spec' should be a SamplerSpec. Got {type(spec).__name__}.")
     if spec.name in SAMPLERS and not replace and SAMPLERS[spec.name] is not spec:
         raise ValueError(f"a sampler named {spec.name!r} is already registered (pass replace=True to override).")
-    SAMPLERS[spec.name] = spec
+    _registry.register("sampler", spec, spec.name, jax=spec.jax_kernel, docs=spec.summary)
     return spec
 
 
@@ -265,19 +269,3 @@ def methods_table() -> str:
         grads = "yes" if spec.gradient_based else "no"
         rows.append(f"| `{name}` | {spec.summary} | {grads} | {', '.join(spec.backends)} | {opts} |")
     return "\n".join(rows)
-
-
-def batched_runner(kernel: Any) -> Callable[..., Any]:
-    """A ``torch_runner`` for a batched kernel ``driver.Kernel(init, step, stats)`` run by ``driver.run_batched``.
-
-    The settings reach ``init``/``step`` as keywords; ``thin`` (if declared) thins the draws; with the
-    :data:`SCHEDULE_OPTIONS`, ``step_size`` follows their schedule.
-    """
-
-    def run(potential, init, *, num_samples, warmup_steps, generator, chain_seeds, progress, **settings):
-        from .driver import run_batched
-
-        thin = settings.pop("thin", 1)
-        return run_batched(kernel, potential, init, num_samples, warmup_steps, generator, thin, progress, **settings)
-
-    return run
