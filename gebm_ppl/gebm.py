@@ -93,7 +93,7 @@ class GEBM(nn.Module):
         return self.unnormalized_log_prob(x) - a
 
     def distribution(self, log_partition: Tensor | float | None = None, num_proposals: int = 256):
-        """This GEBM as a Pyro :class:`~gebm_ppl.distribution.GEBMDistribution`."""
+        """This GEBM as a Pyro :class:`~gebm_ppl.pyro.distribution.GEBMDistribution`."""
         from .pyro.distribution import GEBMDistribution
 
         return GEBMDistribution(self, log_partition=log_partition, num_proposals=num_proposals)

@@ -40,6 +40,7 @@ __all__ = [
     "register_base",
     "register_energy",
     "register_jax_twin",
+    "resolve",
     "unregister",
 ]
 
@@ -167,12 +168,17 @@ def register_jax_twin(cls: type, converter: Callable[..., Any] | str) -> None:
     JAX_TWINS[cls] = converter
 
 
-def _resolve(path: Callable[..., Any] | str) -> Callable[..., Any]:
+def resolve(path: Callable[..., Any] | str) -> Callable[..., Any]:
+    """The object that a ``"module:attribute"`` path names (imported now); a callable is returned as is."""
     if not isinstance(path, str):
         return path
     module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _resolve(path: Callable[..., Any] | str) -> Callable[..., Any]:
     try:
-        return getattr(importlib.import_module(module), attr)
+        return resolve(path)
     except (ImportError, AttributeError) as e:
         raise TypeError(f"the JAX twin {path!r} cannot be imported: {e}") from e
 

@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 
 from .._io import atomic_open
+from .checksums import ChecksumMismatchError, file_digest
 from .registry import ARCHIVES, DatasetSpec, SourceFile
 
 __all__ = [
@@ -35,10 +36,6 @@ class DataNotFoundError(FileNotFoundError):
     """A source file is in none of the places looked at and could not be downloaded."""
 
 
-class ChecksumMismatchError(ValueError):
-    """A file's hash differs from the published one."""
-
-
 def default_cache_dir() -> Path:
     """``$GEBM_CACHE_DIR``, else ``$XDG_CACHE_HOME/gebm_ppl``, else ``~/.cache/gebm_ppl``."""
     if os.environ.get(ENV_CACHE_DIR):
@@ -54,23 +51,6 @@ def data_dirs() -> list[Path]:
     """
     value = os.environ.get(ENV_DATA_DIR) or ""
     return [Path(part).expanduser() for part in value.split(os.pathsep) if part.strip()]
-
-
-_DIGESTS: dict[tuple[str, str, int, int], str] = {}
-
-
-def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, streamed; memoised per (path, size, mtime) within the process."""
-    path = Path(path)
-    st = path.stat()
-    key = (algorithm, str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        h = hashlib.new(algorithm)
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
 
 
 def _gunzip_digest(path: Path) -> str | None:

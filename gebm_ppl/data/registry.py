@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from . import kexpfam, maf
+from .image_sources import build_digits, build_mnist
+
 __all__ = [
     "ARCHIVES",
     "DATASETS",
@@ -135,21 +138,7 @@ _MNIST = (
 )
 
 
-def _build_digits(paths: dict):
-    from .images import build_digits  # images imports the loaders, which import this module
-
-    return build_digits(paths)
-
-
-def _build_mnist(paths: dict):
-    from .images import build_mnist
-
-    return build_mnist(paths)
-
-
 def _specs() -> dict[str, DatasetSpec]:
-    from . import kexpfam, maf
-
     specs = [
         DatasetSpec(
             "red-wine", "kexpfam", 11, (_RED,), kexpfam.build_wine, "Wine Quality (red), UCI id 186",
@@ -175,8 +164,8 @@ def _specs() -> dict[str, DatasetSpec]:
         DatasetSpec("hepmass-maf", "maf", 21, _HEPMASS, maf.build_hepmass, "HEPMASS (positive class)", seeded=False),
         DatasetSpec("miniboone-maf", "maf", 43, (_MINIBOONE,), maf.build_miniboone, "MiniBooNE", seeded=False),
         DatasetSpec("bsds300", "maf", 63, (_BSDS300,), maf.build_bsds300, "BSDS300 8x8 patches", seeded=False),
-        DatasetSpec("digits", "images", 64, (), _build_digits, "UCI optical digits 8x8 (scikit-learn's copy)"),
-        DatasetSpec("mnist", "images", 784, _MNIST, _build_mnist, "MNIST test set, 28x28 (10,000 images)"),
+        DatasetSpec("digits", "images", 64, (), build_digits, "UCI optical digits 8x8 (scikit-learn's copy)"),
+        DatasetSpec("mnist", "images", 784, _MNIST, build_mnist, "MNIST test set, 28x28 (10,000 images)"),
     ]
     return {s.name: s for s in specs}
 

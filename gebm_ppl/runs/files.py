@@ -58,7 +58,7 @@ def load_data(
     drop: Sequence[str | int] | None = None,
 ):
     """A dataset by name (:func:`gebm_ppl.data.load`: UCI sets, ``digits``, ``mnist``, ...) or a user file
-    (:func:`gebm_ppl.userdata.load_file`).
+    (:func:`gebm_ppl.data.userdata.load_file`).
 
     A name registered in :data:`gebm_ppl.data.DATASETS` is a dataset; anything else must be an
     existing CSV, NPY or HDF5 file.
@@ -68,7 +68,7 @@ def load_data(
             (file options for a dataset, ``data_dir`` for a file).
     """
     from .. import data as gdata
-    from ..userdata import load_file
+    from ..data.userdata import load_file
 
     text = os.fspath(source)
     name = text.strip().lower().replace("_", "-")

@@ -75,7 +75,7 @@ from .driver import (
     sampling_mode,
     spec_for,
 )
-from .registry import BACKENDS, SAMPLERS, SamplerSpec, get_sampler, register_sampler, sampler_names
+from .registry import BACKENDS, SAMPLERS, SamplerSpec, get_sampler, numpyro_backend, register_sampler, sampler_names
 
 # each built-in sampler module registers itself; this order is the order of METHODS
 for _module in ("pyro_mcmc", "ula", "kinetic", "mala", "imh", "sir", "dot"):
@@ -188,14 +188,7 @@ def sample_latent(
         init = check_init(init, num_chains, d, potential.dtype, potential.device)
 
     if backend == "numpyro":
-        try:
-            from gebm_ppl.numpyro.mcmc import sample_latent_numpyro
-        except ImportError as e:
-            raise ImportError(
-                "backend='numpyro' needs JAX and NumPyro (pip install jax numpyro); "
-                f"importing them failed: {e}"
-            ) from e
-        return sample_latent_numpyro(
+        return numpyro_backend("latent")(
             gebm,
             method=method,
             num_samples=num_samples,
@@ -274,11 +267,9 @@ def sample_potential(
     settings = spec.validate(method_kwargs, backend)
     chain_method = check_chain_method(spec, backend, chain_method)
     if backend == "numpyro":
-        from gebm_ppl.numpyro.mcmc import sample_potential_numpyro
-
-        return sample_potential_numpyro(potential_fn, init, method, num_samples, warmup_steps, seed=seed,
-                                        progress=progress, forward=forward, chain_method=chain_method,
-                                        **method_kwargs)
+        return numpyro_backend("potential")(potential_fn, init, method, num_samples, warmup_steps, seed=seed,
+                                            progress=progress, forward=forward, chain_method=chain_method,
+                                            **method_kwargs)
     from ..inference_data import build_inference_data
 
     if not isinstance(init, Tensor):

@@ -38,6 +38,7 @@ __all__ = [
     "get_sampler",
     "methods_help",
     "methods_table",
+    "numpyro_backend",
     "register_sampler",
     "sampler_names",
     "scheduled_step_size",
@@ -45,6 +46,24 @@ __all__ = [
 ]
 
 BACKENDS = ("pyro", "numpyro")
+NUMPYRO_BACKEND = {
+    "latent": "gebm_ppl.numpyro.mcmc:sample_latent_numpyro",
+    "potential": "gebm_ppl.numpyro.mcmc:sample_potential_numpyro",
+}
+"""The NumPyro backend's runners, named like the samplers' JAX kernels (``"module:attribute"``) and imported on
+first use by :func:`numpyro_backend`: the backend builds on this package, which names it and never imports it."""
+
+
+def numpyro_backend(part: str) -> Callable[..., Any]:
+    """The NumPyro runner ``part`` (``"latent"`` or ``"potential"``); ImportError saying what to install without JAX."""
+    try:
+        return _registry.resolve(NUMPYRO_BACKEND[part])
+    except ImportError as e:
+        raise ImportError(
+            f"backend='numpyro' needs JAX and NumPyro (pip install jax numpyro); importing them failed: {e}"
+        ) from e
+
+
 SAMPLERS: dict[str, SamplerSpec] = _registry.ComponentView("sampler")
 """name → :class:`SamplerSpec`, in registration order (read it; add to it with :func:`register_sampler`)."""
 
