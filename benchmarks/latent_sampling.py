@@ -26,11 +26,9 @@ read top to bottom; its functions are imported by tests/test_latent_sampling.py.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
-import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -39,6 +37,8 @@ import numpy as np
 import torch
 
 import gebm_ppl as gp
+from gebm_ppl._io import atomic_open
+from gebm_ppl.runs import build_base, build_energy, parse_override, set_dotted, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models" / "images"
@@ -48,23 +48,6 @@ METRICS = ("fd", "kid", "kid_stderr", "modes_covered", "label_kl", "confident_fr
 
 
 # ----------------------------------------------------------------------------------------------- config
-
-
-def _parse_value(text: str):
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text  # a bare string
-
-
-def _set(cfg: dict, dotted: str, value) -> None:
-    keys = dotted.split(".")
-    node = cfg
-    for k in keys[:-1]:
-        if not isinstance(node.setdefault(k, {}), dict):
-            raise ValueError(f"--set {dotted}: '{k}' is a value, not a table.")
-        node = node[k]
-    node[keys[-1]] = value
 
 
 def load_config(name: str = "digits", overrides: tuple[str, ...] | list[str] = (), full: bool = False) -> dict:
@@ -80,12 +63,10 @@ def load_config(name: str = "digits", overrides: tuple[str, ...] | list[str] = (
     extra = cfg.pop("full", {})
     if full:
         for k, v in _flatten(extra):
-            _set(cfg, k, v)
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"--set expects key=value (e.g. adversarial.steps=500). Got {item!r}.")
-        k, v = item.split("=", 1)
-        _set(cfg, k.strip(), _parse_value(v.strip()))
+            set_dotted(cfg, k, v)
+    for item in overrides:  # the library's one --set parser (gebm fit and the UCI benchmark use it too)
+        _, k, v = parse_override(item)
+        set_dotted(cfg, k, v)
     cfg.setdefault("data", {}).setdefault("name", path.stem)
     return cfg
 
@@ -104,23 +85,10 @@ def _flatten(table: dict, prefix: str = ""):
 
 def build_gebm(cfg: dict, data, seed: int = 0) -> gp.GEBM:
     """A fresh GEBM from the ``[base]`` and ``[energy]`` tables (dim and image_shape from ``data``)."""
-    from gebm_ppl.bases import BASES
-    from gebm_ppl.energies import ENERGIES
-
     dim = int(np.prod(data.image_shape))
-    base_kw = dict(cfg["base"])
-    energy_kw = dict(cfg["energy"])
-    base_cls = BASES[base_kw.pop("class")]
-    energy_cls = ENERGIES[energy_kw.pop("class")]
-    torch.manual_seed(seed)
-    if base_cls.__name__ == "ConvGenerator":
-        base = base_cls(image_shape=tuple(data.image_shape), **base_kw)
-    else:
-        base = base_cls(dim=dim, image_shape=tuple(data.image_shape), **base_kw)
-    if energy_cls.__name__ == "ConvEnergy":
-        energy = energy_cls(image_shape=tuple(data.image_shape), **energy_kw)
-    else:
-        energy = energy_cls(dim, **energy_kw)
+    torch.manual_seed(seed)  # one seed for both parts, base first (as this benchmark has always done)
+    base = build_base(cfg, dim, tuple(data.image_shape))
+    energy = build_energy(cfg, dim, tuple(data.image_shape))
     return gp.GEBM(base, energy)
 
 
@@ -319,43 +287,22 @@ def run_toy(cfg: dict, seed: int = 0) -> dict:
 # ----------------------------------------------------------------------------------------------- output
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json(path: Path, obj) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, default=float)
-    _atomic(path, write)
-
-
 def write_hdf5(path: Path, summary: dict, per_seed: list[dict], toy: dict | None) -> None:
     import h5py
 
-    def write(tmp):
-        with h5py.File(tmp, "w") as f:
-            for name, row in summary.items():
-                g = f.create_group(f"summary/{name}")
-                for key, (mean, se) in row.items():
-                    g.create_dataset(key, data=np.array([mean, se]))
-            for i, s in enumerate(per_seed):
-                for name, images in s["grids"].items():
-                    f.create_dataset(f"seed{i}/grids/{name}", data=np.asarray(images, dtype=np.float32))
-                for method, (steps, fds) in s["curves"].items():
-                    f.create_dataset(f"seed{i}/curves/{method}", data=np.array([steps, fds], dtype=float))
-            if toy is not None:
-                for name, r in toy["radii"].items():
-                    f.create_dataset(f"toy/radii/{name}", data=np.asarray(r, dtype=np.float32))
-    _atomic(path, write)
+    with atomic_open(path, "w+b") as fh, h5py.File(fh, "w") as f:
+        for name, row in summary.items():
+            g = f.create_group(f"summary/{name}")
+            for key, (mean, se) in row.items():
+                g.create_dataset(key, data=np.array([mean, se]))
+        for i, s in enumerate(per_seed):
+            for name, images in s["grids"].items():
+                f.create_dataset(f"seed{i}/grids/{name}", data=np.asarray(images, dtype=np.float32))
+            for method, (steps, fds) in s["curves"].items():
+                f.create_dataset(f"seed{i}/curves/{method}", data=np.array([steps, fds], dtype=float))
+        if toy is not None:
+            for name, r in toy["radii"].items():
+                f.create_dataset(f"toy/radii/{name}", data=np.asarray(r, dtype=np.float32))
 
 
 def _fmt(mean: float, se: float, digits: int = 2) -> str:
@@ -514,8 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_json(out / "latent_sampling.json", result)
     write_hdf5(out / "latent_sampling.h5", summary, per_seed, toy)
-    _atomic(out / "latent_sampling.md", lambda tmp: Path(tmp).write_text(
-        text + ("\n\n" + toy_table(toy) if toy is not None else "") + "\n"))
+    with atomic_open(out / "latent_sampling.md", "w") as f:
+        f.write(text + ("\n\n" + toy_table(toy) if toy is not None else "") + "\n")
     figures(out, per_seed, tuple(data.image_shape), toy)
     print(f"\nwall time {wall:.0f} s; results in {out.resolve()}")
     return 0

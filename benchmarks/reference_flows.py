@@ -16,9 +16,9 @@ from nflows.transforms import (
     ReversePermutation,
 )
 
-from gebm_ppl.bases import NflowsTransformBase
+from gebm_ppl.bases.realnvp import NflowsTransformBase
 
-__all__ = ["FLOWS", "MAF", "NSF"]
+__all__ = ["FLOWS", "MAF", "NflowsNSF"]
 
 
 class _NflowsBase(NflowsTransformBase):
@@ -46,8 +46,10 @@ class MAF(_NflowsBase):
                          dict(hidden_features=hidden_features, num_layers=num_layers, num_blocks=num_blocks))
 
 
-class NSF(_NflowsBase):
-    """Autoregressive neural spline flow (Durkan et al., 2019, https://arxiv.org/abs/1906.04032).
+class NflowsNSF(_NflowsBase):
+    """Autoregressive neural spline flow (Durkan et al., 2019, https://arxiv.org/abs/1906.04032), built on nflows.
+
+    Named apart from the library's zuko-backed :class:`gebm_ppl.NSF` base, which is a different implementation.
 
     ``num_layers`` masked autoregressive rational-quadratic spline transforms (``num_bins`` bins on
     [−B, B], linear tails outside) with reversed orders between them, on a standard normal.
@@ -80,4 +82,4 @@ class NSF(_NflowsBase):
         super().__init__(CompositeTransform(layers), dim, config)
 
 
-FLOWS: dict[str, type[_NflowsBase]] = {"maf": MAF, "nsf": NSF}
+FLOWS: dict[str, type[_NflowsBase]] = {"maf": MAF, "nsf": NflowsNSF}

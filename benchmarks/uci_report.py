@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from uci_job import GEBMS, METHODS, REFERENCES
-from uci_stats import dominant_points, lpt_makespan, mean_se, pooled_paired, trimmed_mean
+from uci_stats import dominant_points, finite, lpt_makespan, mean_se, pooled_paired, trimmed_mean
 
 from gebm_ppl._io import atomic_open
 
@@ -33,10 +33,6 @@ LABELS = {
 SHORT = {"noise_std": "σ", "weight_decay": "wd", "hidden_features": "width", "energy.hidden": "hidden",
          "kale.penalty": "λ", "kale.energy_l2": "ℓ2", "kale.noise_factor": "noise factor",
          "kale.energy_lr": "lr"}  # fmt: skip
-
-
-def _finite(x) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _label(point: dict) -> str:
@@ -77,12 +73,12 @@ def summarise(rows: list[dict], datasets: list[str], methods: list[str]) -> list
                 s["test_nll"], s["test_nll_se"], s["se_over"] = mean_se(
                     [r["test_nll"] for r in ok], single["test_nll_se"] if single else None)
                 dets = [r.get("log_abs_det") for r in ok]
-                if all(_finite(d) for d in dets):
+                if all(finite(d) for d in dets):
                     s["log_abs_det"] = float(np.mean(dets))
                     s["test_nll_orig"], s["test_nll_orig_se"], _ = mean_se(
                         [r["test_nll"] - d for r, d in zip(ok, dets, strict=True)],
                         single["test_nll_se"] if single else None)
-                vals = [r["val_nll"] for r in ok if _finite(r.get("val_nll"))]
+                vals = [r["val_nll"] for r in ok if finite(r.get("val_nll"))]
                 s["val_nll"] = float(np.mean(vals)) if vals else None
                 pooled = np.concatenate([np.asarray(r["per_example_test_nll"], np.float64) for r in ok])
                 s.update(test_nll_median=float(np.median(pooled)), test_nll_trimmed=trimmed_mean(pooled, 0.1),
@@ -130,9 +126,9 @@ def outliers(rows: list[dict], datasets: list[str], threshold: float = 0.05) -> 
 
 # ------------------------------------------------------------------------------------------ tables
 def _fmt(x, se=None, digits=2) -> str:
-    if not _finite(x):
+    if not finite(x):
         return "n/a"
-    if se is None or not _finite(se):
+    if se is None or not finite(se):
         return f"{x:.{digits}f}"
     return f"{x:.{digits}f} ± {se:.{digits}f}"
 
@@ -159,8 +155,8 @@ def _protocols(run_info: dict) -> str:
 def _machine_note(run_info: dict) -> str:
     m = run_info.get("machine") or {}
     parts = [f"{m['cpus']} CPUs"] if m.get("cpus") else []
-    if _finite(m.get("load_average_start")):
-        end = f" → {m['load_average_end']:.1f}" if _finite(m.get("load_average_end")) else ""
+    if finite(m.get("load_average_start")):
+        end = f" → {m['load_average_end']:.1f}" if finite(m.get("load_average_end")) else ""
         parts.append(f"1-min load average {m['load_average_start']:.1f}{end}")
     return "".join(f", {p}" for p in parts)
 
@@ -227,7 +223,7 @@ def format_table(summary: list[dict], run_info: dict, points: dict[str, list[dic
         "",
         "log|det W| per dataset (mean over seeds): " + ", ".join(
             f"{d} {by[(d, m)]['log_abs_det']:.3f}" for d in datasets for m in methods[:1]
-            if _finite(by.get((d, m), {}).get("log_abs_det"))) + ".",
+            if finite(by.get((d, m), {}).get("log_abs_det"))) + ".",
     ]  # fmt: skip
 
     # the verdict: each GEBM against the best validation flow of the same seed, paired and pooled
@@ -248,8 +244,8 @@ def format_table(summary: list[dict], run_info: dict, points: dict[str, list[dic
             best = ", ".join(f"{k} ×{n}" for k, n in Counter(s["best_flow"]).items())
             bases = ", ".join(sorted({c["base_method"] for c in s["choices"] if c.get("base_method")}))
             p, pb = s["paired"].get("best-flow"), s["paired"].get("base")
-            ratio = p["mean"] / p["se"] if p and _finite(p["se"]) and p["se"] > 0 else float("nan")
-            verdict = "yes" if _finite(ratio) and ratio < -2 else "no"
+            ratio = p["mean"] / p["se"] if p and finite(p["se"]) and p["se"] > 0 else float("nan")
+            verdict = "yes" if finite(ratio) and ratio < -2 else "no"
             cells = [d, m, best, bases, _fmt(p["mean"], p["se"]) if p else "—", _fmt(ratio, digits=1),
                      _fmt(p["median"]) if p else "—", _fmt(p["seed_mean"], p["seed_se"]) if p else "—",
                      _fmt(pb["mean"], pb["se"]) if pb else "—", verdict]  # fmt: skip
@@ -302,8 +298,8 @@ def format_table(summary: list[dict], run_info: dict, points: dict[str, list[dic
             if s is None or s["status"] != "ok" or not (m.endswith("-reg") or m == "gebm-frozen"):
                 continue
             grid = sel.get("energy" if m == "gebm-frozen" else "flow", {})
-            firsts = [c["val_nll_first"] for c in s["choices"] if _finite(c.get("val_nll_first"))]
-            val = f"{np.mean(firsts):.2f} → {s['val_nll']:.2f}" if firsts and _finite(s.get("val_nll")) else "—"
+            firsts = [c["val_nll_first"] for c in s["choices"] if finite(c.get("val_nll_first"))]
+            val = f"{np.mean(firsts):.2f} → {s['val_nll']:.2f}" if firsts and finite(s.get("val_nll")) else "—"
             lines.append(f"| {d} | {m} | {_label(grid)} | {val} | {_choice_text(s)} |")
 
     lines += ["", "### GEBM details", "",
@@ -366,7 +362,7 @@ def _write_h5(path: Path, rows: list[dict], summary: list[dict], run_info: dict)
             g.attrs["result"] = json.dumps(_clean(r))
             for key in ("test_nll", "test_nll_se", "wall_time", "cpu_time", "val_nll", "log_partition",
                         "log_partition_stderr", "ess", "nll_bound", "c", "log_abs_det"):  # fmt: skip
-                if _finite(r.get(key)):
+                if finite(r.get(key)):
                     g.attrs[key] = float(r[key])
             nll = r.get("per_example_test_nll")
             if nll is not None:
@@ -392,7 +388,7 @@ def _write_plot(path: Path, summary: list[dict], run_info: dict) -> None:
                 ax.plot(i, 0, "x", color="k", ms=10)
                 continue
             color = "C3" if m in GEBMS else ("C0" if m.endswith("-reg") else "C7")
-            se = s["test_nll_se"] if _finite(s["test_nll_se"]) else 0.0
+            se = s["test_nll_se"] if finite(s["test_nll_se"]) else 0.0
             ax.errorbar(i, s["test_nll"], yerr=se, fmt="o", color=color, capsize=4)
             ax.plot(i, s["test_nll_median"], "_", color=color, ms=12)
         ax.set_xticks(range(len(methods)), [LABELS[m] for m in methods], rotation=70, ha="right", fontsize=6)

@@ -14,6 +14,8 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 
+from uci_stats import finite
+
 __all__ = ["Trial", "axes_from_config", "coordinate_search", "pick", "point_label"]
 
 Trial = dict
@@ -53,16 +55,12 @@ def point_label(point: Mapping, short: Mapping[str, str] | None = None) -> str:
     return ", ".join(f"{short.get(k, k)}={v}" for k, v in point.items())
 
 
-def _finite(v) -> bool:
-    return isinstance(v, int | float) and math.isfinite(v)
-
-
 def pick(trials: Sequence[Mapping]) -> int:
     """Index of the trial with the lowest finite ``val_nll`` (the first on ties); ValueError if none is finite."""
     best, best_value = None, math.inf
     for i, t in enumerate(trials):
         v = t.get("val_nll")
-        if _finite(v) and v < best_value:
+        if finite(v) and v < best_value:
             best, best_value = i, float(v)
     if best is None:
         raise ValueError("no trial has a finite validation NLL: every grid point failed.")
@@ -95,7 +93,7 @@ def coordinate_search(
     for key, values in axes:
         for v in values[1:]:
             i = run({**current, key: v})
-            if _finite(trials[i].get("val_nll")) and (not _finite(trials[best].get("val_nll"))
+            if finite(trials[i].get("val_nll")) and (not finite(trials[best].get("val_nll"))
                                                        or trials[i]["val_nll"] < trials[best]["val_nll"]):
                 best = i
         current = dict(trials[best]["point"])

@@ -19,10 +19,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["dominant_points", "lpt_makespan", "mean_se", "pooled_paired", "trimmed_mean"]
+__all__ = ["dominant_points", "finite", "lpt_makespan", "mean_se", "pooled_paired", "trimmed_mean"]
 
 
-def _finite(x) -> bool:
+def finite(x) -> bool:
+    """Whether ``x`` is a finite real number (a bool, None, NaN or ±inf is not): the one check of JSON values."""
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 

@@ -58,6 +58,7 @@ _FINDER = _MovedModuleFinder()
 
 
 def install() -> None:
-    """Put the finder on ``sys.meta_path`` (once)."""
+    """Put the finder first on ``sys.meta_path`` (once): it answers only the old paths, and must answer them
+    before any other finder (an editable install of an older checkout would still hold the old files)."""
     if _FINDER not in sys.meta_path:
-        sys.meta_path.append(_FINDER)
+        sys.meta_path.insert(0, _FINDER)

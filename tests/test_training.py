@@ -2,13 +2,12 @@
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from common import gaussian_case
+from common import RED_WINE, gaussian_case, uci_dir
 
 import gebm_ppl as gp
 from gebm_ppl.training.mle import mean_nll
@@ -86,13 +85,9 @@ def test_fit_kale_recovers_the_gaussian_log_ratio_and_log_partition():
 
 # ---------------------------------------------------------------------------------------- real data
 def _data_dir() -> Path | None:
-    env = os.environ.get("GEBM_DATA_DIR")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "uci")
-    for path in candidates:
-        if (path / "wine-quality" / "winequality-red.csv").is_file():
-            return path
-    return None
+    """The folder with red-wine: $GEBM_DATA_DIR split as the library splits it (a path list), else ../shared."""
+    path = uci_dir()
+    return path if (path / RED_WINE).is_file() else None
 
 
 def _red_wine(tmp_path_factory):

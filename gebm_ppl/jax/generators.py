@@ -1,6 +1,6 @@
 """JAX twins of the generator bases and the conv energy: pure functions of a static spec and a params pytree.
 
-Mirrors :mod:`gebm_ppl.generators` and :mod:`gebm_ppl.image_energies`. Modules are read in eval
+Mirrors :mod:`gebm_ppl.bases.generators` and :mod:`gebm_ppl.energies.conv`. Modules are read in eval
 mode: BatchNorm becomes the affine map of its running statistics, (x − μ)/√(σ² + ε)·γ + β, and a
 spectrally normalised layer contributes its normalised weight W/σ(W), so no power iteration runs.
 Images are flat ``[..., C·H·W]`` in and out, as on the torch side.
