@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -81,3 +83,14 @@ def uci_dir() -> Path:
     """The folder holding the UCI files: the first entry of $GEBM_DATA_DIR (a path list) with red-wine,
     else ``../shared/data/uci`` beside the checkout (tests that need the files skip when it is absent)."""
     return next((d for d in gp.data.data_dirs() if (d / RED_WINE).is_file()), SHARED_UCI)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread inside the block (small nets on a shared machine), restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

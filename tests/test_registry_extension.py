@@ -9,11 +9,16 @@ import json
 import math
 from typing import NamedTuple
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from common import one_thread
 from torch import nn
+
+try:
+    import jax.numpy as jnp
+except ImportError:  # the JAX extra is optional: the NumPyro test skips
+    jnp = None
 
 import gebm_ppl as gp
 from gebm_ppl import registry
@@ -100,16 +105,6 @@ class QuarticEnergy(gp.energies.Energy):
         return nn.functional.softplus(self.raw) * (x**4).sum(-1)
 
 
-@contextlib.contextmanager
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _unregister_at_the_end():
     yield
@@ -131,7 +126,7 @@ def test_the_registry_lists_them_with_their_twin_and_docs():
     assert registry.jax_twin(ScaleShiftBase) is convert_scale_shift
 
 
-def test_fit_kale_pyro_nuts_and_numpyro_nuts(tmp_path):
+def test_fit_kale_checkpoint_and_pyro_nuts(tmp_path):
     torch.manual_seed(0)
     gebm = gp.GEBM(ScaleShiftBase(2), QuarticEnergy(2))
     with one_thread():
@@ -149,7 +144,18 @@ def test_fit_kale_pyro_nuts_and_numpyro_nuts(tmp_path):
                                  num_chains=1, seed=0, progress=False)
         assert idata.posterior["z"].shape == (1, 10, 2)
         assert np.isfinite(idata.posterior["z"].values).all()
+
+
+def test_to_jax_and_numpyro_nuts():
+    pytest.importorskip("numpyro")
+    torch.manual_seed(1)
+    gebm = gp.GEBM(ScaleShiftBase(2), QuarticEnergy(2))
+    with torch.no_grad():
+        gebm.base.loc.add_(0.3)
+        gebm.energy.raw.add_(1.0)
+    x = torch.randn(5, 2)
     jg = gp.to_jax(gebm)
+    assert jg.has_density and "base=ScaleShift" in repr(jg)
     xj = jnp.asarray(x.numpy())
     np.testing.assert_allclose(jg.log_prob(xj), gebm.log_prob(x).detach().numpy(), rtol=1e-5, atol=1e-5)
     idata = gp.sample_latent(gebm, method="nuts", backend="numpyro", num_samples=10, warmup_steps=10,

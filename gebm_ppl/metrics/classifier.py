@@ -200,7 +200,7 @@ def load_classifier(
         >>> clf.info["val_accuracy"] > 0.9, clf.features(data.test).shape  # doctest: +SKIP
         (True, (180, 128))
     """
-    from ..data import default_cache_dir
+    from ..data.fetch import default_cache_dir
 
     _check_data(data)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
