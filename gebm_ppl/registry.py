@@ -82,7 +82,10 @@ def _check_kind(kind: object) -> str:
 
 
 def _first_line(obj: Any) -> str:
-    doc = getattr(obj, "summary", None) or getattr(obj, "__doc__", None) or ""
+    """A sampler spec's ``summary``, else the first line of the docstring ("" if there is none)."""
+    summary = getattr(obj, "summary", None)
+    doc = summary if isinstance(summary, str) and summary else getattr(obj, "__doc__", None)
+    doc = doc if isinstance(doc, str) else ""
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 

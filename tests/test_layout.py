@@ -72,6 +72,26 @@ def test_registry_errors_name_the_problem():
         registry.unregister("base", "Nope")
 
 
+def test_the_docs_line_is_the_first_docstring_line_unless_given():
+    class Probe:
+        """First line.
+
+        More.
+        """
+
+        def summary(self):  # a method of that name is not a docs line
+            return "no"
+
+    try:
+        registry.register_energy(Probe)
+        assert registry.COMPONENTS["energy"]["Probe"].docs == "First line."
+        registry.register_energy(name="Probe", docs="given")(Probe)
+        assert registry.COMPONENTS["energy"]["Probe"].docs == "given" and registry.jax_twin(Probe) is None
+    finally:
+        registry.unregister("energy", "Probe")
+    assert "Probe" not in gp.energies.ENERGIES
+
+
 def test_the_gebm_console_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "gebm_ppl", "--version"], capture_output=True, text=True,
                          cwd=ROOT, timeout=120, check=False)
