@@ -18,8 +18,9 @@ from ..kale import (
     LogPartitionEstimate,
     kale_from_log_partition,
     kale_nll_bound,
-    log_partition_from_log_weights,
+    log_partition_from_samples,
     nll_from_log_partition,
+    penalty_interpolates,
 )
 from ._checks import check_lr, check_nonnegative_float, check_nonnegative_int, check_positive_int
 from ._data import fingerprint
@@ -211,15 +212,15 @@ class KaleStep:
     @torch.no_grad()
     def log_partition(self) -> LogPartitionEstimate:
         """Â from ``log_partition_samples`` draws; with a frozen base G(z) is computed once."""
-        base, energy = self.base, self.energy
+        base = self.base
         if self.kale.train_base:
-            log_w = [-energy(base(z)) for z in self._latent_chunks()]
+            samples = (base(z) for z in self._latent_chunks())
         else:
             if "base_samples" not in self._cache:
                 self._cache["base_samples"] = [base(z) for z in self._latent_chunks()]
-            log_w = [-energy(xb) for xb in self._cache["base_samples"]]
+            samples = self._cache["base_samples"]
         try:
-            return log_partition_from_log_weights(torch.cat(log_w))
+            return log_partition_from_samples(self.energy, samples)
         except ValueError:
             raise NonFinite("energy on base samples (log-partition estimate)") from None
 
@@ -316,8 +317,7 @@ class KaleStep:
         xb, x_pair = base_samples(self.base, z, sh, rows, data_rows, pairs)
         x_hat = None
         if pairs is not None:
-            t = pairs[1][data_rows]
-            x_hat = (t * x.detach() + (1 - t) * x_pair.detach()).requires_grad_(True)
+            x_hat = penalty_interpolates(x, x_pair, pairs[1][data_rows])
         local, loss, objective = energy_loss(sh, terms_module(x, xb, x_hat), n, m, k.penalty if penalised else 0.0,
                                              k.energy_l2, kale=True)
         if not math.isfinite(loss):
