@@ -27,7 +27,7 @@ from ._data import fingerprint
 from ._loop import NonFinite
 from ._options import TrainingOptions, make_scheduler
 from ._parallel import EnergyTerms, Shard, base_loss, base_samples, energy_loss, frozen, penalty_pairs
-from ._rng import STREAM_BASE, STREAM_EVAL, STREAM_STEP, prior_draw, stream_generator
+from ._rng import STREAM_BASE, STREAM_EVAL, STREAM_STEP, prior_chunks, prior_draw, stream_generator
 from .mle import mean_nll
 
 __all__ = ["KaleSettings", "KaleStep", "clip_scaled_grad", "has_density", "mean_energy"]
@@ -201,13 +201,8 @@ class KaleStep:
 
     # ------------------------------------------------------------ log-partition and evaluation
     def _latent_chunks(self):
-        n_total, chunk = self.kale.log_partition_samples, self.options.eval_batch_size
         g = stream_generator(self.options.seed, STREAM_EVAL, 0, self.device)  # the same draws every evaluation
-        done = 0
-        while done < n_total:
-            n = min(chunk, n_total - done)
-            yield prior_draw(self.base, n, generator=g)
-            done += n
+        return prior_chunks(self.base, self.kale.log_partition_samples, self.options.eval_batch_size, g)
 
     @torch.no_grad()
     def log_partition(self) -> LogPartitionEstimate:
