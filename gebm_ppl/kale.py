@@ -26,6 +26,7 @@ __all__ = [
     "LogPartitionEstimate",
     "LowESSWarning",
     "check_ess",
+    "data_log_weight_cap",
     "estimate_log_partition",
     "fold_log_partition",
     "gradient_penalty",
@@ -45,6 +46,7 @@ __all__ = [
     "nll_from_log_partition",
     "penalty_interpolates",
     "squared_gradient_norm_sum",
+    "stable_log_weights",
 ]
 
 #: The one ESS rule of gebm_ppl: a Monte-Carlo Â whose importance-weight effective sample size is
@@ -65,13 +67,45 @@ def log_mean_exp(a: Tensor, dim: int = -1) -> Tensor:
     return torch.logsumexp(a, dim) - math.log(a.shape[dim])
 
 
-def kale_energy_sums(energy_data: Tensor, energy_base: Tensor, log_partition: Tensor) -> tuple[Tensor, Tensor]:
+def data_log_weight_cap(energy_data: Tensor, log_partition: Tensor, num_base: int) -> Tensor:
+    """u* = max_j −(E(x_j) + c) + log M, detached: the largest base log-weight the data justify.
+
+    A base sample with u = −(E + c) > u* would alone outweigh M base samples at the data's lowest
+    energy: the energy is lower there than at every data point, which no data point supports (the
+    KALE-optimal energy −log(dP/dG) + const is high, not low, where the base has no data). Such
+    samples are rare draws of a heavy-tailed base on which an untrained energy extrapolates
+    (:func:`stable_log_weights` bounds their weight). Over shards of the data, u* is the max of the
+    shards' values.
+    """
+    return (-(energy_data.detach() + log_partition.detach())).max() + math.log(num_base)
+
+
+def stable_log_weights(log_weights: Tensor, cap: Tensor | float) -> Tensor:
+    """ψ(u) = min(u, u*) + log(1 + max(u − u*, 0)): the log of the exponential linearised beyond u*.
+
+    exp(ψ(u)) = e^u for u ≤ u* (the same values and gradients, bit for bit) and e^{u*}(1 + u − u*)
+    beyond: continuous with its first derivative, increasing, so a weight past the cap still pulls
+    the energy up at its sample, with a bounded force, instead of an exp(u) that reaches 1e75.
+    """
+    return torch.minimum(log_weights, torch.as_tensor(cap, dtype=log_weights.dtype)) + torch.log1p(
+        torch.relu(log_weights - cap)
+    )
+
+
+def kale_energy_sums(
+    energy_data: Tensor, energy_base: Tensor, log_partition: Tensor, cap: Tensor | float | None = None
+) -> tuple[Tensor, Tensor]:
     """The two sums F(E, c) is made of: (S, L) = (Σ_j (E(x_j) + c), log Σ_i exp(−(E(G z_i) + c))).
 
     Over disjoint shards of the points, the S add and the L combine by logsumexp, exactly; then
     :func:`kale_from_sums` gives F. ``energy_data`` ``[N]``, ``energy_base`` ``[M]``, c a scalar.
+    With ``cap`` (u*, e.g. :func:`data_log_weight_cap`), L uses :func:`stable_log_weights` of the
+    log-weights −(E + c): identical while every log-weight is ≤ u*.
     """
-    return (energy_data + log_partition).sum(), torch.logsumexp(-(energy_base + log_partition), 0)
+    log_w = -(energy_base + log_partition)
+    if cap is not None:
+        log_w = stable_log_weights(log_w, cap)
+    return (energy_data + log_partition).sum(), torch.logsumexp(log_w, 0)
 
 
 def kale_from_sums(data_sum: Tensor, base_log_sum: Tensor, n: int, m: int) -> Tensor:
@@ -83,7 +117,7 @@ def kale_from_sums(data_sum: Tensor, base_log_sum: Tensor, n: int, m: int) -> Te
     return -data_sum / n - torch.exp(base_log_sum - math.log(m)) + 1.0
 
 
-def kale_objective(energy_data: Tensor, energy_base: Tensor, log_partition: Tensor) -> Tensor:
+def kale_objective(energy_data: Tensor, energy_base: Tensor, log_partition: Tensor, stable: bool = False) -> Tensor:
     """F(E, c) = −E_P[E + c] − E_G[exp(−(E + c))] + 1 (to be maximised over E and c).
 
     ``energy_data``: E on data points ``[N]``; ``energy_base``: E on base samples ``[M]``;
@@ -91,13 +125,17 @@ def kale_objective(energy_data: Tensor, energy_base: Tensor, log_partition: Tens
     value as the plain mean (no bias, no clamping), without overflow in the intermediate terms.
     At c = A = log E_G[exp(−E)] the bound is tight: F = −E_P[E] − A. Computed as
     :func:`kale_from_sums` of :func:`kale_energy_sums`, the functions the training step combines.
+    ``stable=True`` is the training steps' form: base log-weights beyond :func:`data_log_weight_cap`
+    enter linearised (:func:`stable_log_weights`); it equals F whenever no weight passes the cap.
     """
     if energy_data.numel() == 0 or energy_base.numel() == 0:
         raise ValueError(
             "kale_objective needs at least one data point and one base sample. "
             f"Got energy_data {tuple(energy_data.shape)} and energy_base {tuple(energy_base.shape)}."
         )
-    data_sum, base_log_sum = kale_energy_sums(energy_data.reshape(-1), energy_base.reshape(-1), log_partition)
+    ed, eb = energy_data.reshape(-1), energy_base.reshape(-1)
+    cap = data_log_weight_cap(ed, torch.as_tensor(log_partition), eb.numel()) if stable else None
+    data_sum, base_log_sum = kale_energy_sums(ed, eb, log_partition, cap)
     return kale_from_sums(data_sum, base_log_sum, energy_data.numel(), energy_base.numel())
 
 
@@ -248,13 +286,21 @@ def log_partition_from_log_weights(log_weights: Tensor) -> LogPartitionEstimate:
 
 
 @torch.no_grad()
-def log_partition_from_samples(energy: Callable[[Tensor], Tensor], samples: Iterable[Tensor]) -> LogPartitionEstimate:
+def log_partition_from_samples(
+    energy: Callable[[Tensor], Tensor], samples: Iterable[Tensor], cap: float | None = None
+) -> LogPartitionEstimate:
     """Â = logmeanexp_i(−E(x_i)) with se and ESS from base samples x_i = G(z_i) given in batches ``[m_b, D]``.
 
     The training loops' estimate (fixed latent draws, G(z) cached when the base is frozen): the
     log-weights of all batches are concatenated and reduced by :func:`log_partition_from_log_weights`.
+    With ``cap`` (u*), the log-weights first go through :func:`stable_log_weights` (the same values
+    while all are ≤ u*): the estimate of the partition the data justify, used to start c when the
+    plain Â fails the ESS rule.
     """
-    return log_partition_from_log_weights(torch.cat([-energy(x) for x in samples]))
+    log_w = torch.cat([-energy(x) for x in samples])
+    if cap is not None:
+        log_w = stable_log_weights(log_w.double(), cap)
+    return log_partition_from_log_weights(log_w)
 
 
 def low_ess_message(ess: float, num_samples: int, min_fraction: float = MIN_ESS_FRACTION) -> str | None:

@@ -25,7 +25,13 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import distributed
-from ..kale import kale_base_loss_pieces, kale_energy_sums, kale_from_sums, squared_gradient_norm_sum
+from ..kale import (
+    data_log_weight_cap,
+    kale_base_loss_pieces,
+    kale_energy_sums,
+    kale_from_sums,
+    squared_gradient_norm_sum,
+)
 
 __all__ = ["EnergyTerms", "LogProb", "Shard", "base_loss", "base_samples", "energy_loss", "frozen", "penalty_pairs"]
 
@@ -118,15 +124,19 @@ def base_samples(base: nn.Module, z: Tensor, shard: Shard, rows: slice, data_row
 class EnergyTerms(nn.Module):
     """This rank's partial sums of an energy step's loss, the module DDP wraps: ``forward(x, xb, x_hat) -> [4]``.
 
-    KALE (``c`` given): [Σ_data (E + c), log Σ_base exp(−(E + c)), Σ‖∇ₓE(x̂)‖², Σ E²]; logistic GAN
+    KALE (``c`` given): [Σ_data (E + c), log Σ_base exp(ψ(−(E + c))), Σ‖∇ₓE(x̂)‖², Σ E²] with ψ the
+    linearisation beyond the data's cap (:func:`gebm_ppl.kale.kale_energy_sums` with
+    :func:`gebm_ppl.kale.data_log_weight_cap` over the step's global data rows and its ``num_base``
+    base samples; ψ(u) = u unless the base draws a sample the data do not justify); logistic GAN
     (``c`` None): [Σ_data softplus(E), Σ_base softplus(−E), Σ‖∇ₓE(x̂)‖², Σ E²]; in float64. ``x_hat``
     None: no penalty (0).
     """
 
-    def __init__(self, energy: nn.Module, c: Tensor | None):
+    def __init__(self, energy: nn.Module, c: Tensor | None, num_base: int):
         super().__init__()
         self.energy = energy
         self.c = c  # a Parameter: registered here, so that DDP all-reduces its gradient too
+        self.num_base = num_base  # M, the step's global number of base samples
 
     def forward(self, x: Tensor, xb: Tensor, x_hat: Tensor | None) -> Tensor:
         n = x.shape[0]
@@ -135,7 +145,11 @@ class EnergyTerms(nn.Module):
         if self.c is None:
             t0, t1 = F.softplus(ed).sum(), F.softplus(-eb).sum()
         else:
-            t0, t1 = kale_energy_sums(ed, eb, self.c.double())
+            c = self.c.double()
+            cap = data_log_weight_cap(ed, c, self.num_base)
+            if distributed.world_size() > 1:  # the max over all ranks' data rows: the one-process cap
+                cap = distributed.all_gather(cap).max()
+            t0, t1 = kale_energy_sums(ed, eb, c, cap)
         pen = e.new_zeros(()) if x_hat is None else squared_gradient_norm_sum(self.energy, x_hat).double()
         return torch.stack([t0, t1, pen, (e * e).sum()])
 

@@ -235,7 +235,8 @@ class AdversarialStep:
     def _ddp(self, name: str) -> nn.Module:
         """The energy-step module or the base, in DDP when W > 1; built on first use, after c is set."""
         if not self._modules:
-            self._modules["energy"] = self.shard.wrap(EnergyTerms(self.energy, self.c if self.kale else None))
+            terms = EnergyTerms(self.energy, self.c if self.kale else None, self.num_base)
+            self._modules["energy"] = self.shard.wrap(terms)
             self._modules["base"] = self.shard.wrap(self.base)
         return self._modules[name]
 

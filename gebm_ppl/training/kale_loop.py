@@ -191,4 +191,7 @@ def run_kale(gebm, train: Tensor | np.ndarray, val: Tensor | np.ndarray | None, 
             loop.load(options.resume)
         elif kale.init_log_partition:
             step.initialise_log_partition()
-        return loop.run(step, step.evaluate)
+        history = loop.run(step, step.evaluate)
+        if distributed.is_main():
+            step.check_final()
+    return history

@@ -16,9 +16,11 @@ from .._modes import eval_mode
 from ..bases import DensityNotAvailable
 from ..kale import (
     LogPartitionEstimate,
+    check_ess,
     kale_from_log_partition,
     kale_nll_bound,
     log_partition_from_samples,
+    low_ess_message,
     nll_from_log_partition,
     penalty_interpolates,
 )
@@ -30,7 +32,7 @@ from ._parallel import EnergyTerms, Shard, base_loss, base_samples, energy_loss,
 from ._rng import STREAM_BASE, STREAM_EVAL, STREAM_STEP, prior_chunks, prior_draw, stream_generator
 from .mle import mean_nll
 
-__all__ = ["KaleSettings", "KaleStep", "clip_scaled_grad", "has_density", "mean_energy"]
+__all__ = ["KaleSettings", "KaleStep", "clip_scaled_grad", "has_density", "max_log_weight", "mean_energy"]
 
 
 def has_density(base, x: Tensor) -> bool:
@@ -41,6 +43,12 @@ def has_density(base, x: Tensor) -> bool:
     except (DensityNotAvailable, NotImplementedError):
         return False
     return True
+
+
+@torch.no_grad()
+def max_log_weight(energy, x: Tensor, batch_size: int) -> float:
+    """max_j −E(x_j) over the rows of ``x``, in batches (the data's largest log-weight)."""
+    return max(float((-energy(chunk)).max()) for chunk in x.split(batch_size))
 
 
 @torch.no_grad()
@@ -205,8 +213,11 @@ class KaleStep:
         return prior_chunks(self.base, self.kale.log_partition_samples, self.options.eval_batch_size, g)
 
     @torch.no_grad()
-    def log_partition(self) -> LogPartitionEstimate:
-        """Â from ``log_partition_samples`` draws; with a frozen base G(z) is computed once."""
+    def log_partition(self, cap: float | None = None) -> LogPartitionEstimate:
+        """Â from ``log_partition_samples`` draws; with a frozen base G(z) is computed once.
+
+        ``cap``: the log-weights' cap u* of :func:`gebm_ppl.kale.log_partition_from_samples` (None: plain Â).
+        """
         base = self.base
         if self.kale.train_base:
             samples = (base(z) for z in self._latent_chunks())
@@ -215,19 +226,48 @@ class KaleStep:
                 self._cache["base_samples"] = [base(z) for z in self._latent_chunks()]
             samples = self._cache["base_samples"]
         try:
-            return log_partition_from_samples(self.energy, samples)
+            return log_partition_from_samples(self.energy, samples, cap)
         except ValueError:
             raise NonFinite("energy on base samples (log-partition estimate)") from None
 
     def initialise_log_partition(self) -> None:
-        """Set c to Â (in eval mode); ValueError if the energy is not finite on base samples."""
+        """Set c to Â (in eval mode); ValueError if the energy is not finite on base samples.
+
+        When Â fails the ESS rule (:func:`gebm_ppl.kale.check_ess`: a few base draws carry it, typically
+        rare far-out samples of a heavy-tailed base where the untrained energy extrapolates far below
+        its values on the data), c starts instead at the Â of the log-weights capped at what the
+        training data justify, u* = max_j −E(x_j) + log M (:func:`gebm_ppl.kale.data_log_weight_cap`,
+        the cap of every energy step), and a :class:`~gebm_ppl.kale.LowESSWarning` says so. Otherwise
+        c starts at Â exactly as before.
+        """
         with eval_mode(self.gebm):
             try:
-                a0 = self.log_partition().estimate
+                est = self.log_partition()
+                a0 = est.estimate
+                if low_ess_message(est.ess, est.num_samples) is not None:
+                    cap = max_log_weight(self.energy, self.x_train, self.options.eval_batch_size)
+                    cap += math.log(est.num_samples)
+                    a0 = self.log_partition(cap).estimate
+                    check_ess(est, what="fit_kale: the start of c", stacklevel=4, hint=(
+                        f"; c starts at {a0:.4g}, the estimate with each log-weight capped at what the data "
+                        f"justify (max over the training data of −E + log M = {cap:.4g}), instead of "
+                        f"{est.estimate:.4g}. A base with lighter tails (e.g. RealNVP(scale_bound=1.0)) or an "
+                        "energy floor (EnergyMLP(floor=-5.0)) removes the cause."))  # fmt: skip
             except NonFinite:
                 raise ValueError("the energy is not finite on base samples: cannot initialise c.") from None
         with torch.no_grad():
             self.c.fill_(a0)
+
+    def check_final(self) -> None:
+        """Apply the ESS rule to the returned GEBM's Â (in eval mode): a LowESSWarning when it fails."""
+        with eval_mode(self.gebm):
+            try:
+                est = self.log_partition()
+            except NonFinite:
+                return  # the loop has already stopped on a non-finite evaluation
+        check_ess(est, what="fit_kale: the trained GEBM's Â", stacklevel=4, hint=(
+            "; gebm.distribution() and the IS NLL would rest on a few base draws: train longer, add an "
+            "energy floor or a gradient penalty, or use a base closer to the data."))  # fmt: skip
 
     def evaluate(self) -> dict:
         """The record's evaluation values (c, Â and its stderr, ESS, KALE values, NLLs), in eval mode."""
@@ -264,7 +304,7 @@ class KaleStep:
         """The energy-step module (energy and c) and the trained base, in DDP when W > 1; built on first use,
         after c is initialised or a checkpoint restored (DDP broadcasts rank 0's weights when it wraps)."""
         if "ddp" not in self._cache:
-            terms = self.shard.wrap(EnergyTerms(self.energy, self.c))
+            terms = self.shard.wrap(EnergyTerms(self.energy, self.c, self.num_base))
             base = self.shard.wrap(self.base) if self.kale.train_base else None
             self._cache["ddp"] = (terms, base)
         return self._cache["ddp"]
