@@ -27,7 +27,7 @@ from ._loop import NonFinite, data_order
 from ._options import TrainingOptions
 from ._parallel import EnergyTerms, Shard, base_loss, base_samples, energy_loss, frozen, penalty_pairs
 from ._rng import STREAM_EVAL, STREAM_STEP, prior_chunks, prior_draw, stream_generator
-from .kale_step import mean_energy
+from .kale_step import gebm_payload, log_partition_record, mean_energy
 
 __all__ = ["OBJECTIVES", "AdversarialSettings", "AdversarialStep"]
 
@@ -163,12 +163,8 @@ class AdversarialStep:
         )  # fmt: skip
 
     def payload(self, training: dict) -> dict:
-        """The checkpoint: a :meth:`gebm_ppl.GEBM.checkpoint` carrying ``training``."""
-        try:
-            return self.gebm.checkpoint(training=training)
-        except (TypeError, AttributeError):  # a base or energy without 'config'
-            state = {k: v.detach().cpu() for k, v in self.gebm.state_dict().items()}
-            return {"state_dict": state, "training": training}
+        """The checkpoint: :func:`~gebm_ppl.training.kale_step.gebm_payload` of this run's GEBM."""
+        return gebm_payload(self.gebm, training)
 
     def start(self) -> None:
         """Join torchrun's process group (if launched by it): called once the Loop exists, as before the split."""
@@ -204,15 +200,8 @@ class AdversarialStep:
             if not self.kale:
                 with torch.no_grad():
                     c.fill_(est.estimate)
-            a_hat, c_now = est.estimate, float(c.detach())
-            if not math.isfinite(c_now):
-                raise NonFinite("log-partition c")
-            record = {
-                "log_partition": c_now,
-                "log_partition_estimate": a_hat,
-                "log_partition_stderr": est.stderr,
-                "ess": est.ess,
-            }
+            record = log_partition_record(est, c)
+            c_now, a_hat = record["log_partition"], record["log_partition_estimate"]
             x_train, x_val = self.x_train, self.x_val
             splits = {"kale_train": x_train} if x_val is None else {"kale_train": x_train, "kale_val": x_val}
             for key, x in splits.items():

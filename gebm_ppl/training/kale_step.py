@@ -32,7 +32,8 @@ from ._parallel import EnergyTerms, Shard, base_loss, base_samples, energy_loss,
 from ._rng import STREAM_BASE, STREAM_EVAL, STREAM_STEP, prior_chunks, prior_draw, stream_generator
 from .mle import mean_nll
 
-__all__ = ["KaleSettings", "KaleStep", "clip_scaled_grad", "has_density", "max_log_weight", "mean_energy"]
+__all__ = ["KaleSettings", "KaleStep", "clip_scaled_grad", "gebm_payload", "has_density", "log_partition_record",
+           "max_log_weight", "mean_energy"]
 
 
 def has_density(base, x: Tensor) -> bool:
@@ -58,6 +59,25 @@ def mean_energy(energy, x: Tensor, batch_size: int) -> float:
     for chunk in x.split(batch_size):
         total += energy(chunk).double().sum()
     return float(total) / x.shape[0]
+
+
+def log_partition_record(est: LogPartitionEstimate, c: Tensor) -> dict:
+    """The record's log-partition values: c, Â, se(Â) and the ESS; :class:`NonFinite` if c is not finite."""
+    c_now = float(c.detach())
+    if not math.isfinite(c_now):
+        raise NonFinite("log-partition c")
+    return {"log_partition": c_now, "log_partition_estimate": est.estimate, "log_partition_stderr": est.stderr,
+            "ess": est.ess}  # fmt: skip
+
+
+def gebm_payload(gebm, training: dict) -> dict:
+    """A checkpoint of ``gebm`` carrying the loop's ``training`` state: :meth:`gebm_ppl.GEBM.checkpoint`
+    (so ``GEBM.load`` reads it), or the bare state dict for a base or energy without ``config``."""
+    try:
+        return gebm.checkpoint(training=training)
+    except (TypeError, AttributeError):  # a base or energy without 'config'
+        state = {k: v.detach().cpu() for k, v in gebm.state_dict().items()}
+        return {"state_dict": state, "training": training}
 
 
 def clip_scaled_grad(params: list[Tensor], max_norm: float, scale: float) -> bool:
@@ -200,12 +220,8 @@ class KaleStep:
         )  # fmt: skip
 
     def payload(self, training: dict) -> dict:
-        """The checkpoint: a :meth:`gebm_ppl.GEBM.checkpoint` (so ``GEBM.load`` reads it) carrying ``training``."""
-        try:
-            return self.gebm.checkpoint(training=training)
-        except (TypeError, AttributeError):  # a base or energy without 'config'
-            state = {k: v.detach().cpu() for k, v in self.gebm.state_dict().items()}
-            return {"state_dict": state, "training": training}
+        """The checkpoint: :func:`gebm_payload` of this run's GEBM."""
+        return gebm_payload(self.gebm, training)
 
     # ------------------------------------------------------------ log-partition and evaluation
     def _latent_chunks(self):
@@ -273,17 +289,9 @@ class KaleStep:
         """The record's evaluation values (c, Â and its stderr, ESS, KALE values, NLLs), in eval mode."""
         bs = self.options.eval_batch_size
         with eval_mode(self.gebm):
-            est = self.log_partition()
-            a_hat, c_now = est.estimate, float(self.c.detach())
-            if not math.isfinite(c_now):
-                raise NonFinite("log-partition c")
-            record = {
-                "log_partition": c_now,
-                "log_partition_estimate": a_hat,
-                "log_partition_stderr": est.stderr,
-                "ess": est.ess,
-                "kale_train": kale_from_log_partition(mean_energy(self.energy, self.x_train, bs), c_now, a_hat),
-            }
+            record = log_partition_record(self.log_partition(), self.c)
+            c_now, a_hat = record["log_partition"], record["log_partition_estimate"]
+            record["kale_train"] = kale_from_log_partition(mean_energy(self.energy, self.x_train, bs), c_now, a_hat)
             if self.x_val is not None:
                 e_val = mean_energy(self.energy, self.x_val, bs)
                 record["kale_val"] = kale_from_log_partition(e_val, c_now, a_hat)
