@@ -16,7 +16,7 @@ from torch import Tensor
 from ._modes import eval_mode
 from ._validation import check_points, check_positive_int
 from .data.stream import H5Array
-from .kale import estimate_log_partition, kale_from_log_partition, kale_nll_bound
+from .kale import MIN_ESS_FRACTION, estimate_log_partition, kale_from_log_partition, kale_nll_bound, low_ess_message
 from .sharding import all_reduce_table, batch_ranges, check_shard, owns
 
 __all__ = ["GEBMEvaluation", "evaluate_gebm", "low_ess_warning", "paired_difference", "stderr"]
@@ -99,12 +99,10 @@ def paired_difference(nll: np.ndarray, reference_nll: np.ndarray, extra_stderr: 
     return mean, math.sqrt(se**2 + float(extra_stderr) ** 2)
 
 
-def low_ess_warning(ev: GEBMEvaluation, fraction: float = 0.01) -> str | None:
-    """A warning when the importance-weight ESS of Â is below ``fraction`` of the base samples, else None."""
-    if ev.ess < fraction * ev.num_samples:
-        return (f"importance-weight ESS {ev.ess:.0f} of {ev.num_samples} base samples: Â "
-                "(and the IS NLL) is unreliable")
-    return None
+def low_ess_warning(ev: GEBMEvaluation, fraction: float = MIN_ESS_FRACTION) -> str | None:
+    """The ESS rule of :func:`gebm_ppl.kale.check_ess` on an evaluation: a message when the importance-weight
+    ESS of Â is below ``fraction`` (default :data:`~gebm_ppl.kale.MIN_ESS_FRACTION`) of the base samples, else None."""
+    return low_ess_message(ev.ess, ev.num_samples, fraction)
 
 
 @torch.no_grad()
@@ -143,7 +141,8 @@ def evaluate_gebm(
     the per-example values.
 
     Returns:
-        :class:`GEBMEvaluation`.
+        :class:`GEBMEvaluation`. Its ``ess`` is not judged here: :func:`low_ess_warning` applies the
+        ESS rule of :func:`gebm_ppl.kale.check_ess` to it (``gebm evaluate`` prints its message).
 
     Raises:
         ValueError: ``x`` has the wrong dimension, non-finite entries or fewer than 2 rows, or the
@@ -185,7 +184,7 @@ def evaluate_gebm(
         log_g = tables[1].numpy() if density else None
         generator = torch.Generator(device=c.device).manual_seed(int(seed))
         est = estimate_log_partition(gebm, num_samples=num_samples, batch_size=batch_size, generator=generator,
-                                     rank=rank, world_size=world_size)  # fmt: skip
+                                     rank=rank, world_size=world_size, on_low_ess="ignore")  # fmt: skip
     if not np.isfinite(energy).all() or (log_g is not None and not np.isfinite(log_g).all()):
         raise ValueError("the base log-density or the energy is not finite on some of the evaluated points.")
     a_hat, se_a, c_val = est.estimate, est.stderr, float(c)

@@ -13,6 +13,7 @@ from ._io import atomic_torch_save
 from ._validation import check_finite_float, check_points
 from .bases import BASES
 from .energies import ENERGIES
+from .kale import LogPartitionEstimate, check_ess
 
 __all__ = ["GEBM", "CHECKPOINT_FORMAT", "checkpoint_digest"]
 
@@ -92,10 +93,28 @@ class GEBM(nn.Module):
             a = check_finite_float(log_partition, "log_partition")
         return self.unnormalized_log_prob(x) - a
 
-    def distribution(self, log_partition: Tensor | float | None = None, num_proposals: int = 256):
-        """This GEBM as a Pyro :class:`~gebm_ppl.pyro.distribution.GEBMDistribution`."""
+    def distribution(
+        self, log_partition: LogPartitionEstimate | Tensor | float | None = None, num_proposals: int = 256,
+        *, on_low_ess: str = "warn",
+    ):  # fmt: skip
+        """This GEBM as a Pyro :class:`~gebm_ppl.pyro.distribution.GEBMDistribution`.
+
+        Args:
+            log_partition: A for log q = log g − E − A: a :class:`~gebm_ppl.kale.LogPartitionEstimate`
+                (from :func:`gebm_ppl.estimate_log_partition`; its ESS is checked), a float or 0-d
+                tensor, or None (the GEBM's c).
+            num_proposals: proposals per draw of the distribution's sampler.
+            on_low_ess: the ESS rule (:func:`gebm_ppl.kale.check_ess`) for an estimate whose ESS is
+                below :data:`~gebm_ppl.kale.MIN_ESS_FRACTION` of its draws: ``"warn"``
+                (:class:`~gebm_ppl.kale.LowESSWarning`), ``"raise"``
+                (:class:`~gebm_ppl.kale.DegenerateLogPartition`) or ``"ignore"``.
+        """
         from .pyro.distribution import GEBMDistribution
 
+        if isinstance(log_partition, LogPartitionEstimate):
+            check_ess(log_partition, what="GEBM.distribution", on_low=on_low_ess, stacklevel=2,
+                      hint="; log_prob would be off by the error of Â: draw more num_samples.")  # fmt: skip
+            log_partition = log_partition.estimate
         return GEBMDistribution(self, log_partition=log_partition, num_proposals=num_proposals)
 
     # ---------------------------------------------------------------- checkpoints

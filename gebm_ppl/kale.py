@@ -1,4 +1,8 @@
-"""The KALE objective, the base loss and the log-partition estimate (pure tensor functions).
+"""The only KALE maths: energy loss, base loss, gradient penalty, Â with its se/ESS, and the ESS rule.
+
+Pure tensor functions; the training loops (:mod:`gebm_ppl.training`) and the evaluation call them,
+and the data-parallel code only adds their per-rank pieces (sums add, log-sum-exps combine by
+log-sum-exp).
 
 Arbel, Zhou & Gretton (2021), "Generalized Energy Based Models", https://arxiv.org/abs/2003.05033
 """
@@ -6,6 +10,8 @@ Arbel, Zhou & Gretton (2021), "Generalized Energy Based Models", https://arxiv.o
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import torch
@@ -15,19 +21,45 @@ from ._modes import eval_mode
 from ._validation import check_positive_float, check_positive_int
 
 __all__ = [
+    "MIN_ESS_FRACTION",
+    "DegenerateLogPartition",
     "LogPartitionEstimate",
+    "LowESSWarning",
+    "check_ess",
+    "data_log_weight_cap",
     "estimate_log_partition",
     "fold_log_partition",
+    "gradient_penalty",
     "kale_base_loss",
+    "kale_base_loss_pieces",
     "kale_energy_loss",
+    "kale_energy_sums",
     "kale_from_log_partition",
+    "kale_from_sums",
     "kale_nll_bound",
     "kale_objective",
     "log_mean_exp",
     "log_partition_from_log_weights",
+    "log_partition_from_samples",
     "log_partition_table",
+    "low_ess_message",
     "nll_from_log_partition",
+    "penalty_interpolates",
+    "squared_gradient_norm_sum",
+    "stable_log_weights",
 ]
+
+#: The one ESS rule of gebm_ppl: a Monte-Carlo Â whose importance-weight effective sample size is
+#: below this fraction of its M base draws is unreliable (:func:`check_ess`).
+MIN_ESS_FRACTION = 0.01
+
+
+class LowESSWarning(UserWarning):
+    """Â rests on too few effective base draws (ESS < :data:`MIN_ESS_FRACTION` · M): it is unreliable."""
+
+
+class DegenerateLogPartition(ValueError):
+    """Raised instead of :class:`LowESSWarning` where a caller asks to refuse an unreliable Â."""
 
 
 def log_mean_exp(a: Tensor, dim: int = -1) -> Tensor:
@@ -35,21 +67,76 @@ def log_mean_exp(a: Tensor, dim: int = -1) -> Tensor:
     return torch.logsumexp(a, dim) - math.log(a.shape[dim])
 
 
-def kale_objective(energy_data: Tensor, energy_base: Tensor, log_partition: Tensor) -> Tensor:
+def data_log_weight_cap(energy_data: Tensor, log_partition: Tensor, num_base: int) -> Tensor:
+    """u* = max_j −(E(x_j) + c) + log M, detached: the largest base log-weight the data justify.
+
+    A base sample with u = −(E + c) > u* would alone outweigh M base samples at the data's lowest
+    energy: the energy is lower there than at every data point, which no data point supports (the
+    KALE-optimal energy −log(dP/dG) + const is high, not low, where the base has no data). Such
+    samples are rare draws of a heavy-tailed base on which an untrained energy extrapolates
+    (:func:`stable_log_weights` bounds their weight). Over shards of the data, u* is the max of the
+    shards' values.
+    """
+    return (-(energy_data.detach() + log_partition.detach())).max() + math.log(num_base)
+
+
+def stable_log_weights(log_weights: Tensor, cap: Tensor | float) -> Tensor:
+    """ψ(u) = min(u, u*) + log(1 + max(u − u*, 0)): the log of the exponential linearised beyond u*.
+
+    exp(ψ(u)) = e^u for u ≤ u* (the same values and gradients, bit for bit) and e^{u*}(1 + u − u*)
+    beyond: continuous with its first derivative, increasing, so a weight past the cap still pulls
+    the energy up at its sample, with a bounded force, instead of an exp(u) that reaches 1e75.
+    """
+    return torch.minimum(log_weights, torch.as_tensor(cap, dtype=log_weights.dtype)) + torch.log1p(
+        torch.relu(log_weights - cap)
+    )
+
+
+def kale_energy_sums(
+    energy_data: Tensor, energy_base: Tensor, log_partition: Tensor, cap: Tensor | float | None = None
+) -> tuple[Tensor, Tensor]:
+    """The two sums F(E, c) is made of: (S, L) = (Σ_j (E(x_j) + c), log Σ_i exp(−(E(G z_i) + c))).
+
+    Over disjoint shards of the points, the S add and the L combine by logsumexp, exactly; then
+    :func:`kale_from_sums` gives F. ``energy_data`` ``[N]``, ``energy_base`` ``[M]``, c a scalar.
+    With ``cap`` (u*, e.g. :func:`data_log_weight_cap`), L uses :func:`stable_log_weights` of the
+    log-weights −(E + c): identical while every log-weight is ≤ u*.
+    """
+    log_w = -(energy_base + log_partition)
+    if cap is not None:
+        log_w = stable_log_weights(log_w, cap)
+    return (energy_data + log_partition).sum(), torch.logsumexp(log_w, 0)
+
+
+def kale_from_sums(data_sum: Tensor, base_log_sum: Tensor, n: int, m: int) -> Tensor:
+    """F(E, c) = −S/N − exp(L − log M) + 1 from the sums of :func:`kale_energy_sums` over N data points, M base samples.
+
+    exp(L − log M) is the plain mean (1/M) Σ exp(−(E + c)) (no bias, no clamping) without overflow
+    in the intermediate terms; it is inf past e^709 in float64.
+    """
+    return -data_sum / n - torch.exp(base_log_sum - math.log(m)) + 1.0
+
+
+def kale_objective(energy_data: Tensor, energy_base: Tensor, log_partition: Tensor, stable: bool = False) -> Tensor:
     """F(E, c) = −E_P[E + c] − E_G[exp(−(E + c))] + 1 (to be maximised over E and c).
 
     ``energy_data``: E on data points ``[N]``; ``energy_base``: E on base samples ``[M]``;
     ``log_partition``: the scalar c. The exponential mean is exp(logmeanexp(−(E + c))): the same
     value as the plain mean (no bias, no clamping), without overflow in the intermediate terms.
-    At c = A = log E_G[exp(−E)] the bound is tight: F = −E_P[E] − A.
+    At c = A = log E_G[exp(−E)] the bound is tight: F = −E_P[E] − A. Computed as
+    :func:`kale_from_sums` of :func:`kale_energy_sums`, the functions the training step combines.
+    ``stable=True`` is the training steps' form: base log-weights beyond :func:`data_log_weight_cap`
+    enter linearised (:func:`stable_log_weights`); it equals F whenever no weight passes the cap.
     """
     if energy_data.numel() == 0 or energy_base.numel() == 0:
         raise ValueError(
             "kale_objective needs at least one data point and one base sample. "
             f"Got energy_data {tuple(energy_data.shape)} and energy_base {tuple(energy_base.shape)}."
         )
-    exp_term = torch.exp(log_mean_exp(-(energy_base + log_partition), dim=0))
-    return -(energy_data + log_partition).mean() - exp_term + 1.0
+    ed, eb = energy_data.reshape(-1), energy_base.reshape(-1)
+    cap = data_log_weight_cap(ed, torch.as_tensor(log_partition), eb.numel()) if stable else None
+    data_sum, base_log_sum = kale_energy_sums(ed, eb, log_partition, cap)
+    return kale_from_sums(data_sum, base_log_sum, energy_data.numel(), energy_base.numel())
 
 
 def _float(value: object, name: str) -> float:
@@ -116,6 +203,50 @@ def kale_base_loss(energy_base: Tensor) -> Tensor:
     return (weights * energy_base).sum()
 
 
+def kale_base_loss_pieces(energy_base: Tensor) -> tuple[Tensor, Tensor]:
+    """(L, S) for one shard of the base samples: L = log Σ_i exp(−E_i) (held constant), S = Σ_i softmax(−E)_i E_i.
+
+    Over shards r, :func:`kale_base_loss` of all the samples is Σ_r exp(L_r − logsumexp_r L_r) S_r:
+    each shard's S weighted by its mass of the global softmax (the data-parallel base step).
+    """
+    neg = -energy_base.detach()
+    log_sum = torch.logsumexp(neg, 0)
+    return log_sum, (torch.exp(neg - log_sum) * energy_base).sum()
+
+
+def penalty_interpolates(x_data: Tensor, x_base: Tensor, t: Tensor) -> Tensor:
+    """x̂ = t·x_data + (1 − t)·x_base ``[N, D]`` (``t`` ``[N, 1]``), detached and requiring a gradient."""
+    return (t * x_data.detach() + (1 - t) * x_base.detach()).requires_grad_(True)
+
+
+def squared_gradient_norm_sum(energy: Callable[[Tensor], Tensor], x_hat: Tensor) -> Tensor:
+    """Σ_j ‖∇ₓE(x̂_j)‖², differentiable in the energy's parameters (``create_graph=True``)."""
+    (grad,) = torch.autograd.grad(energy(x_hat).sum(), x_hat, create_graph=True)
+    return (grad * grad).sum()
+
+
+def gradient_penalty(
+    energy: Callable[[Tensor], Tensor],
+    x_data: Tensor,
+    x_base: Tensor,
+    weight: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """λ·E‖∇ₓE(x̂)‖² at random interpolates x̂ = t·x_data + (1 − t)·x_base, t ~ U(0, 1) per row.
+
+    ``x_data`` is ``[N, D]``, ``x_base`` ``[M, D]``: with M ≠ N, row j of the data is paired with
+    base row idx_j ~ U{0, …, M − 1}; with M = N row j with row j. The draws come from ``generator``
+    in this order (idx, then t), the order the training steps replay. Returns
+    λ·:func:`squared_gradient_norm_sum`/N, differentiable in the energy's parameters.
+    """
+    n = x_data.shape[0]
+    if x_base.shape[0] != n:
+        idx = torch.randint(0, x_base.shape[0], (n,), device=x_base.device, generator=generator)
+        x_base = x_base[idx]
+    t = torch.rand(n, 1, device=x_data.device, dtype=x_data.dtype, generator=generator)
+    return weight * squared_gradient_norm_sum(energy, penalty_interpolates(x_data, x_base, t)) / n
+
+
 class LogPartitionEstimate(NamedTuple):
     """Monte-Carlo estimate of A = log E_η[exp(−E(G(z)))].
 
@@ -152,6 +283,72 @@ def log_partition_from_log_weights(log_weights: Tensor) -> LogPartitionEstimate:
         raise ValueError("the log-weights contain NaN or inf: the energy is not finite on base samples.")
     lse1, lse2 = _combine(log_w)
     return _finish(lse1, lse2, log_w.numel())
+
+
+@torch.no_grad()
+def log_partition_from_samples(
+    energy: Callable[[Tensor], Tensor], samples: Iterable[Tensor], cap: float | None = None
+) -> LogPartitionEstimate:
+    """Â = logmeanexp_i(−E(x_i)) with se and ESS from base samples x_i = G(z_i) given in batches ``[m_b, D]``.
+
+    The training loops' estimate (fixed latent draws, G(z) cached when the base is frozen): the
+    log-weights of all batches are concatenated and reduced by :func:`log_partition_from_log_weights`.
+    With ``cap`` (u*), the log-weights first go through :func:`stable_log_weights` (the same values
+    while all are ≤ u*): the estimate of the partition the data justify, used to start c when the
+    plain Â fails the ESS rule.
+    """
+    log_w = torch.cat([-energy(x) for x in samples])
+    if cap is not None:
+        log_w = stable_log_weights(log_w.double(), cap)
+    return log_partition_from_log_weights(log_w)
+
+
+def low_ess_message(ess: float, num_samples: int, min_fraction: float = MIN_ESS_FRACTION) -> str | None:
+    """The ESS rule's verdict: a message when ESS < ``min_fraction`` · M, else None."""
+    if ess < min_fraction * num_samples:
+        return (f"importance-weight ESS {ess:.0f} of {num_samples} base samples: Â "
+                "(and the IS NLL) is unreliable")  # fmt: skip
+    return None
+
+
+def check_ess(
+    estimate: LogPartitionEstimate,
+    *,
+    what: str = "Â",
+    on_low: str = "warn",
+    min_fraction: float = MIN_ESS_FRACTION,
+    hint: str = "",
+    stacklevel: int = 2,
+) -> str | None:
+    """Apply the ESS rule to ``estimate``: Â is unreliable when its ESS < ``min_fraction`` · M.
+
+    The one rule behind :func:`estimate_log_partition`, :func:`gebm_ppl.fit_kale`,
+    :meth:`gebm_ppl.GEBM.distribution` and ``gebm evaluate``. A low ESS means that a few base draws
+    (the largest exp(−E(G z))) carry the estimate: the base rarely reaches where Q puts its mass.
+
+    Args:
+        estimate: a :class:`LogPartitionEstimate`.
+        what: what the estimate is used for, named in the message.
+        on_low: ``"warn"`` (:class:`LowESSWarning`), ``"raise"`` (:class:`DegenerateLogPartition`)
+            or ``"ignore"`` (return the message only).
+        min_fraction: the fraction (default :data:`MIN_ESS_FRACTION`).
+        hint: advice appended to the message.
+        stacklevel: of the warning.
+
+    Returns:
+        The message when the rule fails, else None.
+    """
+    if on_low not in ("warn", "raise", "ignore"):
+        raise ValueError(f"'on_low' should be 'warn', 'raise' or 'ignore'. Got {on_low!r}.")
+    message = low_ess_message(estimate.ess, estimate.num_samples, min_fraction)
+    if message is None:
+        return None
+    message = f"{what}: {message} (below {min_fraction:g} of the draws; Â = {estimate.estimate:.4g})" + hint
+    if on_low == "raise":
+        raise DegenerateLogPartition(message)
+    if on_low == "warn":
+        warnings.warn(message, LowESSWarning, stacklevel=stacklevel + 1)
+    return message
 
 
 @torch.no_grad()
@@ -216,6 +413,7 @@ def estimate_log_partition(
     *,
     rank: int = 0,
     world_size: int = 1,
+    on_low_ess: str = "warn",
 ) -> LogPartitionEstimate:
     """Estimate A = log E_{z∼η}[exp(−T·E(G(z)))] by streaming ``num_samples`` base draws in batches.
 
@@ -232,10 +430,18 @@ def estimate_log_partition(
             ``torch.distributed`` group (MAX of tables that hold −inf elsewhere): the result
             equals the unsharded one bit for bit. All ranks need the same ``generator`` seed.
             Default 1: one process.
+        on_low_ess: the ESS rule (:func:`check_ess`) when ESS < :data:`MIN_ESS_FRACTION` · M:
+            ``"warn"`` (default, :class:`LowESSWarning`), ``"raise"`` (:class:`DegenerateLogPartition`)
+            or ``"ignore"``.
     """
     from .sharding import all_reduce_table
 
+    if on_low_ess not in ("warn", "raise", "ignore"):
+        raise ValueError(f"'on_low_ess' should be 'warn', 'raise' or 'ignore'. Got {on_low_ess!r}.")
     table = log_partition_table(
         gebm, num_samples, batch_size, temperature, generator, rank=rank, world_size=world_size
     )
-    return fold_log_partition(all_reduce_table(table, "max", world_size), num_samples)
+    est = fold_log_partition(all_reduce_table(table, "max", world_size), num_samples)
+    check_ess(est, what="estimate_log_partition", on_low=on_low_ess, stacklevel=3,
+              hint="; more num_samples, a base closer to the GEBM or a smaller temperature help.")  # fmt: skip
+    return est

@@ -11,6 +11,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from .._layers import _activation, check_activation
 from .._validation import check_finite_float, check_positive_float, check_positive_int
+from ..kale import gradient_penalty  # the one penalty (issue 20): defined with the KALE maths
 from ..registry import register_energy
 from .base import Energy
 
@@ -99,21 +100,3 @@ class EnergyMLP(Energy):
         if x.dim() < 1 or x.shape[-1] != self.dim:
             raise ValueError(f"EnergyMLP expected x of shape [..., {self.dim}]. Got shape {tuple(x.shape)}.")
         return smooth_floor(self.lipschitz * self.net(x).squeeze(-1), self.floor)
-
-
-def gradient_penalty(
-    energy: nn.Module, x_data: Tensor, x_base: Tensor, weight: float = 0.1, generator=None
-) -> Tensor:
-    """λ·E‖∇ₓE(x̂)‖² at random interpolates x̂ = t·x_data + (1 − t)·x_base, t ~ U(0, 1) per row.
-
-    ``x_data`` and ``x_base`` are ``[N, D]``; x_base is subsampled or tiled to N rows. The result is
-    differentiable in the energy parameters (``create_graph=True``).
-    """
-    n = x_data.shape[0]
-    if x_base.shape[0] != n:
-        idx = torch.randint(0, x_base.shape[0], (n,), device=x_base.device, generator=generator)
-        x_base = x_base[idx]
-    t = torch.rand(n, 1, device=x_data.device, dtype=x_data.dtype, generator=generator)
-    x_hat = (t * x_data.detach() + (1 - t) * x_base.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(energy(x_hat).sum(), x_hat, create_graph=True)
-    return weight * (grad * grad).sum(-1).mean()

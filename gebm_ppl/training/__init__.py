@@ -1,13 +1,20 @@
-"""Training loops: maximum likelihood for flow bases (fit_mle) and KALE for GEBMs (fit_kale)."""
+"""Training loops: maximum likelihood for flow bases (fit_mle), KALE for GEBMs (fit_kale), end to end (fit_adversarial).
+
+Each ``fit_*`` takes keywords; ``run_kale`` / ``run_adversarial`` take the same options as dataclasses
+(``KaleSettings`` / ``AdversarialSettings`` and ``TrainingOptions``), checked once on construction.
+"""
 
 from ._options import TrainingOptions
-from .adversarial import fit_adversarial
+from .adversarial import fit_adversarial, run_adversarial
+from .adversarial_step import AdversarialSettings, AdversarialStep
 from .history import TrainingDiverged, TrainingHistory
-from .kale_loop import fit_kale
+from .kale_loop import fit_kale, run_kale
 from .kale_step import KaleSettings, KaleStep
 from .mle import fit_mle
 
 __all__ = [
+    "AdversarialSettings",
+    "AdversarialStep",
     "KaleSettings",
     "KaleStep",
     "TrainingDiverged",
@@ -16,4 +23,6 @@ __all__ = [
     "fit_adversarial",
     "fit_kale",
     "fit_mle",
+    "run_adversarial",
+    "run_kale",
 ]

@@ -200,6 +200,15 @@ class Loop:
         self._wall_offset = 0.0
         self._t0 = time.perf_counter()
 
+    @classmethod
+    def from_options(cls, options: TrainingOptions, **what) -> Loop:
+        """A Loop whose shared settings come from ``options`` (:meth:`TrainingOptions.loop_kwargs`: batch size,
+        epochs, patience, ``eval_every``, seed, ``max_steps``, checkpoints, progress, callback) and the
+        run-specific rest (``kind``, ``model``, ``optimizers``, ...) from the keywords ``what``."""
+        if not isinstance(options, TrainingOptions):
+            raise TypeError(f"'options' should be a TrainingOptions. Got {type(options).__name__}.")
+        return cls(**options.loop_kwargs(), **what)
+
     # ---------------------------------------------------------------- checkpoints
     def _training_state(self) -> dict:
         return {

@@ -17,7 +17,6 @@ without communication.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 
 import torch
@@ -26,6 +25,13 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import distributed
+from ..kale import (
+    data_log_weight_cap,
+    kale_base_loss_pieces,
+    kale_energy_sums,
+    kale_from_sums,
+    squared_gradient_norm_sum,
+)
 
 __all__ = ["EnergyTerms", "LogProb", "Shard", "base_loss", "base_samples", "energy_loss", "frozen", "penalty_pairs"]
 
@@ -118,15 +124,19 @@ def base_samples(base: nn.Module, z: Tensor, shard: Shard, rows: slice, data_row
 class EnergyTerms(nn.Module):
     """This rank's partial sums of an energy step's loss, the module DDP wraps: ``forward(x, xb, x_hat) -> [4]``.
 
-    KALE (``c`` given): [Σ_data (E + c), log Σ_base exp(−(E + c)), Σ‖∇ₓE(x̂)‖², Σ E²]; logistic GAN
+    KALE (``c`` given): [Σ_data (E + c), log Σ_base exp(ψ(−(E + c))), Σ‖∇ₓE(x̂)‖², Σ E²] with ψ the
+    linearisation beyond the data's cap (:func:`gebm_ppl.kale.kale_energy_sums` with
+    :func:`gebm_ppl.kale.data_log_weight_cap` over the step's global data rows and its ``num_base``
+    base samples; ψ(u) = u unless the base draws a sample the data do not justify); logistic GAN
     (``c`` None): [Σ_data softplus(E), Σ_base softplus(−E), Σ‖∇ₓE(x̂)‖², Σ E²]; in float64. ``x_hat``
     None: no penalty (0).
     """
 
-    def __init__(self, energy: nn.Module, c: Tensor | None):
+    def __init__(self, energy: nn.Module, c: Tensor | None, num_base: int):
         super().__init__()
         self.energy = energy
         self.c = c  # a Parameter: registered here, so that DDP all-reduces its gradient too
+        self.num_base = num_base  # M, the step's global number of base samples
 
     def forward(self, x: Tensor, xb: Tensor, x_hat: Tensor | None) -> Tensor:
         n = x.shape[0]
@@ -136,12 +146,11 @@ class EnergyTerms(nn.Module):
             t0, t1 = F.softplus(ed).sum(), F.softplus(-eb).sum()
         else:
             c = self.c.double()
-            t0, t1 = (ed + c).sum(), torch.logsumexp(-(eb + c), 0)
-        if x_hat is None:
-            pen = e.new_zeros(())
-        else:
-            (grad,) = torch.autograd.grad(self.energy(x_hat).sum(), x_hat, create_graph=True)
-            pen = (grad * grad).sum().double()
+            cap = data_log_weight_cap(ed, c, self.num_base)
+            if distributed.world_size() > 1:  # the max over all ranks' data rows: the one-process cap
+                cap = distributed.all_gather(cap).max()
+            t0, t1 = kale_energy_sums(ed, eb, c, cap)
+        pen = e.new_zeros(()) if x_hat is None else squared_gradient_norm_sum(self.energy, x_hat).double()
         return torch.stack([t0, t1, pen, (e * e).sum()])
 
 
@@ -149,17 +158,18 @@ def energy_loss(shard: Shard, terms: Tensor, n: int, m: int, penalty: float, l2:
                 kale: bool) -> tuple[Tensor, float, float | None]:  # fmt: skip
     """(this rank's loss L_r, the global loss, the global KALE F or None) from the ranks' :class:`EnergyTerms`.
 
-    KALE: loss = −F + λ·PEN/N + ℓ₂·ΣE²/(N + M) with F = −Σ(E + c)/N − exp(LSE − log M) + 1; GAN: loss =
-    Σ softplus(E_data)/N + Σ softplus(−E_base)/M + the same regularisers. L_r drops the constant 1.
+    KALE: loss = −F + λ·PEN/N + ℓ₂·ΣE²/(N + M) with F = :func:`gebm_ppl.kale.kale_from_sums` of the ranks'
+    :func:`gebm_ppl.kale.kale_energy_sums` (sums added, log-sum-exps combined by logsumexp); GAN: loss =
+    Σ softplus(E_data)/N + Σ softplus(−E_base)/M + the same regularisers. L_r is W·(1 − F_r + reg_r), F_r
+    from this rank's sums alone (its gradient is the rank's share: the constants drop out).
     """
     all_terms = shard.gather(terms)  # [W, 4]
     w = shard.world
     reg_local = penalty * terms[2] / n + l2 * terms[3] / (n + m)
     reg = penalty * float(all_terms[:, 2].sum()) / n + l2 * float(all_terms[:, 3].sum()) / (n + m)
     if kale:
-        exp_term = float(torch.exp(torch.logsumexp(all_terms[:, 1], 0) - math.log(m)))  # inf past e^709, as F
-        objective = -float(all_terms[:, 0].sum()) / n - exp_term + 1.0
-        local = w * (terms[0] / n + torch.exp(terms[1] - math.log(m)) + reg_local)
+        objective = float(kale_from_sums(all_terms[:, 0].sum(), torch.logsumexp(all_terms[:, 1], 0), n, m))
+        local = w * (1.0 - kale_from_sums(terms[0], terms[1], n, m) + reg_local)
         return local, -objective + reg, objective
     value = float(all_terms[:, 0].sum()) / n + float(all_terms[:, 1].sum()) / m + reg
     return w * (terms[0] / n + terms[1] / m + reg_local), value, None
@@ -175,9 +185,7 @@ def base_loss(shard: Shard, e: Tensor, m: int, kale: bool) -> tuple[Tensor, floa
     if not kale:
         s = F.softplus(ed).sum()
         return shard.world * s / m, float(shard.gather(s).sum()) / m
-    neg = -ed.detach()
-    lse_r = torch.logsumexp(neg, 0)
-    s_r = (torch.exp(neg - lse_r) * ed).sum()  # Σ_{i ∈ r} softmax_r(−E)_i E_i
+    lse_r, s_r = kale_base_loss_pieces(ed)  # log Σ_{i ∈ r} exp(−E_i), Σ_{i ∈ r} softmax_r(−E)_i E_i
     both = shard.gather(torch.stack([lse_r, s_r.detach()]))  # [W, 2]
     lse = torch.logsumexp(both[:, 0], 0)
     share = torch.exp(both[:, 0] - lse)  # each rank's mass of the global softmax

@@ -19,6 +19,7 @@ __all__ = [
     "STREAM_NOISE",
     "STREAM_STEP",
     "get_rng_state",
+    "prior_chunks",
     "prior_draw",
     "set_rng_state",
     "stream_generator",
@@ -39,6 +40,15 @@ def prior_draw(base, n: int, generator: torch.Generator | None = None) -> Tensor
     """z ~ N(0, I_d), ``[n, d]``, from the base's prior (``sample_prior``, or the older ``sample_latent``)."""
     draw = getattr(base, "sample_prior", None) or base.sample_latent
     return draw(n, generator=generator)
+
+
+def prior_chunks(base, total: int, chunk: int, generator: torch.Generator | None = None):
+    """Yield ``total`` prior draws z ~ N(0, I_d) in chunks of at most ``chunk`` rows, from ``generator``."""
+    done = 0
+    while done < total:
+        n = min(chunk, total - done)
+        yield prior_draw(base, n, generator=generator)
+        done += n
 
 
 def get_rng_state() -> dict:

@@ -1,7 +1,8 @@
-"""End-to-end adversarial training of a GEBM's base and energy from scratch: KALE or a logistic GAN.
+"""End-to-end adversarial training of a GEBM's base and energy from scratch (KALE or logistic GAN): fit_adversarial.
 
-Length: one training function whose closures (energy step, generator step, evaluation, checkpoint
-payload) share the random streams and the resumable state, like fit_kale before its split into a step object.
+The steps are :class:`~gebm_ppl.training.adversarial_step.AdversarialStep` (beside ``KaleStep``); the
+options are an :class:`~gebm_ppl.training.adversarial_step.AdversarialSettings` and a
+:class:`~gebm_ppl.training.TrainingOptions`, checked once.
 """
 
 from __future__ import annotations
@@ -9,46 +10,20 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .. import distributed
-from .._modes import eval_mode, train_mode
-from .._validation import check_positive_int
-from ..kale import kale_from_log_partition, log_partition_from_log_weights
-from ._loop import (
-    STREAM_EVAL,
-    STREAM_STEP,
-    Loop,
-    NonFinite,
-    as_data,
-    check_lr,
-    check_nonnegative_float,
-    check_nonnegative_int,
-    check_optional_positive_int,
-    data_order,
-    fingerprint,
-    stream_generator,
-)
-from ._parallel import EnergyTerms, Shard, base_loss, base_samples, energy_loss, frozen, penalty_pairs
-from ._rng import prior_draw
+from .._modes import train_mode
+from ._loop import Loop, as_data
+from ._options import TrainingOptions, pick
+from .adversarial_step import OBJECTIVES, AdversarialSettings, AdversarialStep
 from .history import TrainingHistory
-from .kale_step import mean_energy
 
-__all__ = ["OBJECTIVES", "fit_adversarial"]
-
-OBJECTIVES = ("kale", "gan")
-
-
-def _check_betas(betas: object) -> tuple[float, float]:
-    if not isinstance(betas, list | tuple) or len(betas) != 2:
-        raise TypeError(f"'betas' should be a pair (beta1, beta2). Got {betas!r}.")
-    out = tuple(check_nonnegative_float(b, "betas") for b in betas)
-    if not all(b < 1 for b in out):
-        raise ValueError(f"'betas' should lie in [0, 1). Got {betas!r}.")
-    return out  # type: ignore[return-value]
+__all__ = ["OBJECTIVES", "fit_adversarial", "run_adversarial"]
 
 
 def fit_adversarial(
@@ -173,200 +148,40 @@ def fit_adversarial(
     """
     if not all(hasattr(gebm, a) for a in ("base", "energy", "log_partition", "latent_energy")):
         raise TypeError(f"'gebm' should be a gebm_ppl.GEBM. Got {type(gebm).__name__}.")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"'objective' should be one of {list(OBJECTIVES)}. Got {objective!r}.")
-    kale = objective == "kale"
-    steps = check_positive_int(steps, "steps")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    noise_factor = check_positive_int(noise_factor, "noise_factor")
-    energy_steps = check_positive_int(energy_steps, "energy_steps")
-    burst_steps = check_nonnegative_int(burst_steps, "burst_steps")
-    burst_every = check_optional_positive_int(burst_every, "burst_every")
-    penalty = check_nonnegative_float(penalty, "penalty")
-    lr = check_lr(lr, "lr")
-    energy_lr = lr if energy_lr is None else check_lr(energy_lr, "energy_lr")
-    base_lr = lr if base_lr is None else check_lr(base_lr, "base_lr")
-    log_partition_lr = energy_lr if log_partition_lr is None else check_lr(log_partition_lr, "log_partition_lr")
-    betas = _check_betas(betas)
-    grad_clip = None if grad_clip is None else check_lr(grad_clip, "grad_clip")
-    if not isinstance(init_log_partition, bool):
-        raise TypeError(f"'init_log_partition' should be True or False. Got {init_log_partition!r}.")
-    log_partition_samples = check_positive_int(log_partition_samples, "log_partition_samples")
-    eval_every = check_positive_int(eval_every, "eval_every")
-    eval_batch_size = check_positive_int(eval_batch_size, "eval_batch_size")
-    seed = check_nonnegative_int(seed, "seed")
-    checkpoint_every = check_optional_positive_int(checkpoint_every, "checkpoint_every")
-    if device is not None:
-        gebm.to(distributed.rank_device(device))  # "cuda" under torchrun: this rank's GPU
-    base, energy, c = gebm.base, gebm.energy, gebm.log_partition
-    energy_params = [p for p in energy.parameters() if p.requires_grad]
-    base_params = [p for p in base.parameters() if p.requires_grad]
-    if not energy_params:
-        raise ValueError("'gebm.energy' has no trainable parameters (none with requires_grad=True).")
-    if not base_params:
-        raise ValueError("'gebm.base' has no trainable parameters (none with requires_grad=True).")
-    dtype, dev = c.dtype, c.device
-    x_train = as_data(train, "train", gebm.dim, dtype, dev)
-    x_val = as_data(val, "val", gebm.dim, dtype, dev, optional=True)
-    n_train = x_train.shape[0]
-    if batch_size > n_train:
-        raise ValueError(f"'batch_size' ({batch_size}) is larger than the training set ({n_train} rows).")
+    settings = pick(AdversarialSettings, locals())  # objective, steps, noise_factor, energy_steps, ...
+    options = TrainingOptions.pick(locals())  # batch_size, eval_every, seed, checkpoint_path, ...
+    return run_adversarial(gebm, train, val, settings, options)
 
-    energy_groups = [{"params": energy_params, "lr": energy_lr}]
-    if kale:
-        energy_groups.append({"params": [c], "lr": log_partition_lr})
-    energy_opt = torch.optim.Adam(energy_groups, betas=betas)
-    base_opt = torch.optim.Adam(base_params, lr=base_lr, betas=betas)
-    num_base = batch_size * noise_factor
 
-    settings = dict(
-        objective=objective, steps=steps, batch_size=batch_size, noise_factor=noise_factor,
-        energy_steps=energy_steps, burst_steps=burst_steps, burst_every=burst_every, penalty=penalty,
-        energy_lr=energy_lr, base_lr=base_lr, log_partition_lr=log_partition_lr, betas=list(betas),
-        grad_clip=grad_clip, init_log_partition=init_log_partition, log_partition_samples=log_partition_samples,
-        eval_every=eval_every, seed=seed, train_size=n_train, val_size=None if x_val is None else x_val.shape[0],
-        dim=x_train.shape[1], device=str(dev), dtype=str(dtype),
-    )  # fmt: skip
-    structure = dict(
-        objective=objective, batch_size=batch_size, noise_factor=noise_factor, energy_steps=energy_steps,
-        burst_steps=burst_steps, burst_every=burst_every, eval_every=eval_every, seed=seed,
-        train=fingerprint(x_train),
-    )  # fmt: skip
+def run_adversarial(gebm, train: Tensor | np.ndarray, val: Tensor | np.ndarray | None,
+                    settings: AdversarialSettings, options: TrainingOptions) -> TrainingHistory:  # fmt: skip
+    """:func:`fit_adversarial` with its keywords already gathered in ``settings`` and ``options``.
 
-    def payload(training: dict) -> dict:
-        try:
-            return gebm.checkpoint(training=training)
-        except (TypeError, AttributeError):  # a base or energy without 'config'
-            state = {k: v.detach().cpu() for k, v in gebm.state_dict().items()}
-            return {"state_dict": state, "training": training}
-
+    Of ``options`` it uses ``batch_size``, ``eval_every`` (generator steps per record), ``eval_batch_size``,
+    ``seed``, ``device``, ``progress``, ``callback``, ``checkpoint_path``, ``checkpoint_every`` and ``resume``;
+    the run length is ``settings.steps`` (no early stopping, no schedule).
+    """
+    if options.device is not None:
+        gebm.to(distributed.rank_device(options.device))  # "cuda" under torchrun: this rank's GPU
+    c = gebm.log_partition
+    x_train = as_data(train, "train", gebm.dim, c.dtype, c.device)
+    x_val = as_data(val, "val", gebm.dim, c.dtype, c.device, optional=True)
+    step = AdversarialStep(gebm, x_train, x_val, settings, options)
     # One Loop "epoch" is a block of eval_every generator steps; the Loop's minibatch indices only
     # count the steps (each step draws its own minibatches from its (seed, step) stream).
-    loop = Loop(
-        kind="adversarial", model=gebm, optimizers={"energy": energy_opt, "base": base_opt}, schedulers={},
-        train_size=eval_every * batch_size, batch_size=batch_size, epochs=math.ceil(steps / eval_every),
-        patience=None, eval_every=1, monitor=None, mode="max", seed=seed, max_steps=steps,
-        checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, progress=progress,
-        callback=callback, settings=settings, structure=structure, payload=payload,
-        desc=f"fit_adversarial ({objective})", progress_keys=("energy_loss", "base_loss", "kale_val"),
+    every = options.eval_every
+    blocks = replace(options, epochs=math.ceil(settings.steps / every), patience=None, schedule=None, eval_every=1,
+                     max_steps=settings.steps)  # fmt: skip
+    loop = Loop.from_options(
+        blocks, kind="adversarial", model=gebm, optimizers=step.optimizers, schedulers={},
+        train_size=every * options.batch_size, monitor=None, mode="max", settings=step.settings(),
+        structure=step.structure(), payload=step.payload, desc=f"fit_adversarial ({settings.objective})",
+        progress_keys=("energy_loss", "base_loss", "kale_val"),
     )  # fmt: skip
-
-    # ------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def log_partition():
-        g = stream_eval()
-        log_w, done = [], 0
-        while done < log_partition_samples:
-            n = min(eval_batch_size, log_partition_samples - done)
-            log_w.append(-energy(base(prior_draw(base, n, g))))
-            done += n
-        try:
-            return log_partition_from_log_weights(torch.cat(log_w))
-        except ValueError:
-            raise NonFinite("energy on base samples (log-partition estimate)") from None
-
-    def stream_eval() -> torch.Generator:
-        return stream_generator(seed, STREAM_EVAL, 0, dev)  # the same draws at every evaluation
-
-    def evaluate() -> dict:
-        with eval_mode(gebm):
-            est = log_partition()
-            if not kale:
-                with torch.no_grad():
-                    c.fill_(est.estimate)
-            a_hat, c_now = est.estimate, float(c.detach())
-            if not math.isfinite(c_now):
-                raise NonFinite("log-partition c")
-            record = {
-                "log_partition": c_now,
-                "log_partition_estimate": a_hat,
-                "log_partition_stderr": est.stderr,
-                "ess": est.ess,
-            }
-            splits = {"kale_train": x_train} if x_val is None else {"kale_train": x_train, "kale_val": x_val}
-            for key, x in splits.items():
-                record[key] = kale_from_log_partition(mean_energy(energy, x, eval_batch_size), c_now, a_hat)
-                if not math.isfinite(record[key]):
-                    raise NonFinite(key)
-            return record
-
-    # ------------------------------------------------------------ steps
-    def clip(params: list[Tensor], what: str) -> None:
-        if grad_clip is not None and not bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, grad_clip))):
-            raise NonFinite(f"{what} gradient norm")
-
-    # Under W ranks (torchrun) every rank draws the step's global minibatch, latents and penalty weights
-    # from the step's generator and keeps its share; each share's loss is W times its part of the global
-    # loss, so DDP's gradient average is the gradient of the global-batch loss (see training._parallel).
-    shard = Shard(dev)  # joins torchrun's process group when launched by it
-    order = data_order(x_train)  # a chunked data source's own permutation
-    modules: dict[str, torch.nn.Module] = {}
-
-    def ddp(name: str) -> torch.nn.Module:  # built on first use, after c is initialised or restored
-        if not modules:
-            modules["energy"] = shard.wrap(EnergyTerms(energy, c if kale else None))
-            modules["base"] = shard.wrap(base)
-        return modules[name]
-
-    def energy_step(g: torch.Generator) -> tuple[float, float]:
-        rows, data_rows = shard.rows(num_base), shard.rows(batch_size)
-        batch = (torch.randperm(n_train, generator=g, device=dev) if order is None else order(g))[:batch_size]
-        x = x_train[batch[data_rows]]
-        z = prior_draw(base, num_base, g)
-        pairs = penalty_pairs(g, batch_size, num_base, x) if penalty > 0 else None
-        xb, x_pair = base_samples(base, z, shard, rows, data_rows, pairs)
-        x_hat = None
-        if pairs is not None:
-            t = pairs[1][data_rows]
-            x_hat = (t * x.detach() + (1 - t) * x_pair.detach()).requires_grad_(True)
-        terms = ddp("energy")(x, xb, x_hat)
-        # KALE: loss −F(E, c) + λ·penalty; GAN (discriminator logit −E): −log σ(−E(x_data)) − log(1 − σ(−E(G z)))
-        local, loss, obj = energy_loss(shard, terms, batch_size, num_base, penalty, 0.0, kale=kale)
-        if not math.isfinite(loss):
-            raise NonFinite("energy loss")
-        energy_opt.zero_grad(set_to_none=True)
-        local.backward()
-        clip(energy_params, "energy")
-        energy_opt.step()
-        if kale and not bool(torch.isfinite(c)):
-            raise NonFinite("log-partition c")
-        return loss, float("nan") if obj is None else obj
-
-    def base_step(g: torch.Generator) -> float:
-        z = prior_draw(base, num_base, g)[shard.rows(num_base)]
-        base_opt.zero_grad(set_to_none=True)
-        with frozen(energy_params):  # backward on the base alone (DDP accumulates into .grad)
-            # KALE: −E_P[E] does not depend on θ; −logmeanexp(−E(G z)) has the gradient of kale_base_loss.
-            local, loss = base_loss(shard, energy(ddp("base")(z)), num_base, kale=kale)
-            if not math.isfinite(loss):
-                raise NonFinite("base loss")
-            local.backward()
-        clip(base_params, "base")
-        base_opt.step()
-        return loss
-
-    def n_energy_steps(step: int) -> int:
-        burst = step == 0 or (burst_every is not None and step % burst_every == 0)
-        return max(burst_steps, energy_steps) if burst else energy_steps
-
-    def train_step(idx: Tensor, step: int) -> dict:
-        g = stream_generator(seed, STREAM_STEP, step, dev)
-        for _ in range(n_energy_steps(step)):
-            energy_loss, kale_batch = energy_step(g)
-        metrics = {"energy_loss": energy_loss, "base_loss": base_step(g)}
-        if kale:
-            metrics["kale_batch"] = kale_batch
-        return metrics
-
+    step.start()
     with train_mode(gebm):
-        if resume is not None:
-            loop.load(resume)
-        elif init_log_partition and kale:
-            try:
-                with eval_mode(gebm):
-                    a0 = log_partition().estimate
-            except NonFinite:
-                raise ValueError("the energy is not finite on base samples: cannot initialise c.") from None
-            with torch.no_grad():
-                c.fill_(a0)
-        return loop.run(train_step, evaluate)  # the last record set c = Â for the GAN
+        if options.resume is not None:
+            loop.load(options.resume)
+        elif settings.init_log_partition and settings.kale:
+            step.initialise_log_partition()
+        return loop.run(step, step.evaluate)  # the last record set c = Â for the GAN

@@ -179,10 +179,10 @@ def run_kale(gebm, train: Tensor | np.ndarray, val: Tensor | np.ndarray | None, 
     x_train = as_data(train, "train", gebm.dim, c.dtype, c.device)
     x_val = as_data(val, "val", gebm.dim, c.dtype, c.device, optional=True)
     step = KaleStep(gebm, x_train, x_val, kale, options)
-    loop = Loop(
-        kind="kale", model=gebm, optimizers=step.optimizers, schedulers=step.schedulers,
+    loop = Loop.from_options(
+        options, kind="kale", model=gebm, optimizers=step.optimizers, schedulers=step.schedulers,
         train_size=x_train.shape[0], monitor=step.monitor, mode=step.mode, settings=step.settings(),
-        structure=step.structure(), payload=step.payload, order=data_order(x_train), **options.loop_kwargs(),
+        structure=step.structure(), payload=step.payload, order=data_order(x_train),
         desc="fit_kale" + (" (base + energy)" if kale.train_base else ""),
     )  # fmt: skip
     frozen = () if kale.train_base else (gebm.base,)  # a frozen base stays in eval mode throughout
@@ -191,4 +191,7 @@ def run_kale(gebm, train: Tensor | np.ndarray, val: Tensor | np.ndarray | None, 
             loop.load(options.resume)
         elif kale.init_log_partition:
             step.initialise_log_partition()
-        return loop.run(step, step.evaluate)
+        history = loop.run(step, step.evaluate)
+        if distributed.is_main():
+            step.check_final()
+    return history

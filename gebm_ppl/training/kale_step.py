@@ -16,20 +16,24 @@ from .._modes import eval_mode
 from ..bases import DensityNotAvailable
 from ..kale import (
     LogPartitionEstimate,
+    check_ess,
     kale_from_log_partition,
     kale_nll_bound,
-    log_partition_from_log_weights,
+    log_partition_from_samples,
+    low_ess_message,
     nll_from_log_partition,
+    penalty_interpolates,
 )
 from ._checks import check_lr, check_nonnegative_float, check_nonnegative_int, check_positive_int
 from ._data import fingerprint
 from ._loop import NonFinite
 from ._options import TrainingOptions, make_scheduler
 from ._parallel import EnergyTerms, Shard, base_loss, base_samples, energy_loss, frozen, penalty_pairs
-from ._rng import STREAM_BASE, STREAM_EVAL, STREAM_STEP, prior_draw, stream_generator
+from ._rng import STREAM_BASE, STREAM_EVAL, STREAM_STEP, prior_chunks, prior_draw, stream_generator
 from .mle import mean_nll
 
-__all__ = ["KaleSettings", "KaleStep", "clip_scaled_grad", "has_density", "mean_energy"]
+__all__ = ["KaleSettings", "KaleStep", "clip_scaled_grad", "gebm_payload", "has_density", "log_partition_record",
+           "max_log_weight", "mean_energy"]
 
 
 def has_density(base, x: Tensor) -> bool:
@@ -43,12 +47,37 @@ def has_density(base, x: Tensor) -> bool:
 
 
 @torch.no_grad()
+def max_log_weight(energy, x: Tensor, batch_size: int) -> float:
+    """max_j −E(x_j) over the rows of ``x``, in batches (the data's largest log-weight)."""
+    return max(float((-energy(chunk)).max()) for chunk in x.split(batch_size))
+
+
+@torch.no_grad()
 def mean_energy(energy, x: Tensor, batch_size: int) -> float:
     """E_P[E] = mean of E over the rows of ``x``, in batches, summed in float64."""
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     for chunk in x.split(batch_size):
         total += energy(chunk).double().sum()
     return float(total) / x.shape[0]
+
+
+def log_partition_record(est: LogPartitionEstimate, c: Tensor) -> dict:
+    """The record's log-partition values: c, Â, se(Â) and the ESS; :class:`NonFinite` if c is not finite."""
+    c_now = float(c.detach())
+    if not math.isfinite(c_now):
+        raise NonFinite("log-partition c")
+    return {"log_partition": c_now, "log_partition_estimate": est.estimate, "log_partition_stderr": est.stderr,
+            "ess": est.ess}  # fmt: skip
+
+
+def gebm_payload(gebm, training: dict) -> dict:
+    """A checkpoint of ``gebm`` carrying the loop's ``training`` state: :meth:`gebm_ppl.GEBM.checkpoint`
+    (so ``GEBM.load`` reads it), or the bare state dict for a base or energy without ``config``."""
+    try:
+        return gebm.checkpoint(training=training)
+    except (TypeError, AttributeError):  # a base or energy without 'config'
+        state = {k: v.detach().cpu() for k, v in gebm.state_dict().items()}
+        return {"state_dict": state, "training": training}
 
 
 def clip_scaled_grad(params: list[Tensor], max_norm: float, scale: float) -> bool:
@@ -191,63 +220,78 @@ class KaleStep:
         )  # fmt: skip
 
     def payload(self, training: dict) -> dict:
-        """The checkpoint: a :meth:`gebm_ppl.GEBM.checkpoint` (so ``GEBM.load`` reads it) carrying ``training``."""
-        try:
-            return self.gebm.checkpoint(training=training)
-        except (TypeError, AttributeError):  # a base or energy without 'config'
-            state = {k: v.detach().cpu() for k, v in self.gebm.state_dict().items()}
-            return {"state_dict": state, "training": training}
+        """The checkpoint: :func:`gebm_payload` of this run's GEBM."""
+        return gebm_payload(self.gebm, training)
 
     # ------------------------------------------------------------ log-partition and evaluation
     def _latent_chunks(self):
-        n_total, chunk = self.kale.log_partition_samples, self.options.eval_batch_size
         g = stream_generator(self.options.seed, STREAM_EVAL, 0, self.device)  # the same draws every evaluation
-        done = 0
-        while done < n_total:
-            n = min(chunk, n_total - done)
-            yield prior_draw(self.base, n, generator=g)
-            done += n
+        return prior_chunks(self.base, self.kale.log_partition_samples, self.options.eval_batch_size, g)
 
     @torch.no_grad()
-    def log_partition(self) -> LogPartitionEstimate:
-        """Â from ``log_partition_samples`` draws; with a frozen base G(z) is computed once."""
-        base, energy = self.base, self.energy
+    def log_partition(self, cap: float | None = None) -> LogPartitionEstimate:
+        """Â from ``log_partition_samples`` draws; with a frozen base G(z) is computed once.
+
+        ``cap``: the log-weights' cap u* of :func:`gebm_ppl.kale.log_partition_from_samples` (None: plain Â).
+        """
+        base = self.base
         if self.kale.train_base:
-            log_w = [-energy(base(z)) for z in self._latent_chunks()]
+            samples = (base(z) for z in self._latent_chunks())
         else:
             if "base_samples" not in self._cache:
                 self._cache["base_samples"] = [base(z) for z in self._latent_chunks()]
-            log_w = [-energy(xb) for xb in self._cache["base_samples"]]
+            samples = self._cache["base_samples"]
         try:
-            return log_partition_from_log_weights(torch.cat(log_w))
+            return log_partition_from_samples(self.energy, samples, cap)
         except ValueError:
             raise NonFinite("energy on base samples (log-partition estimate)") from None
 
     def initialise_log_partition(self) -> None:
-        """Set c to Â (in eval mode); ValueError if the energy is not finite on base samples."""
+        """Set c to Â (in eval mode); ValueError if the energy is not finite on base samples.
+
+        When Â fails the ESS rule (:func:`gebm_ppl.kale.check_ess`: a few base draws carry it, typically
+        rare far-out samples of a heavy-tailed base where the untrained energy extrapolates far below
+        its values on the data), c starts instead at the Â of the log-weights capped at what the
+        training data justify, u* = max_j −E(x_j) + log M (:func:`gebm_ppl.kale.data_log_weight_cap`,
+        the cap of every energy step), and a :class:`~gebm_ppl.kale.LowESSWarning` says so. Otherwise
+        c starts at Â exactly as before.
+        """
         with eval_mode(self.gebm):
             try:
-                a0 = self.log_partition().estimate
+                est = self.log_partition()
+                a0 = est.estimate
+                if low_ess_message(est.ess, est.num_samples) is not None:
+                    cap = max_log_weight(self.energy, self.x_train, self.options.eval_batch_size)
+                    cap += math.log(est.num_samples)
+                    a0 = self.log_partition(cap).estimate
+                    check_ess(est, what="fit_kale: the start of c", stacklevel=4, hint=(
+                        f"; c starts at {a0:.4g}, the estimate with each log-weight capped at what the data "
+                        f"justify (max over the training data of −E + log M = {cap:.4g}), instead of "
+                        f"{est.estimate:.4g}. A base with lighter tails (e.g. RealNVP(scale_bound=1.0)) or an "
+                        "energy floor (EnergyMLP(floor=-5.0)) removes the cause."))  # fmt: skip
             except NonFinite:
                 raise ValueError("the energy is not finite on base samples: cannot initialise c.") from None
         with torch.no_grad():
             self.c.fill_(a0)
 
+    def check_final(self) -> None:
+        """Apply the ESS rule to the returned GEBM's Â (in eval mode): a LowESSWarning when it fails."""
+        with eval_mode(self.gebm):
+            try:
+                est = self.log_partition()
+            except NonFinite:
+                return  # the loop has already stopped on a non-finite evaluation
+        check_ess(est, what="fit_kale: the trained GEBM's Â", stacklevel=4, hint=(
+            "; gebm.distribution() and the IS NLL would rest on a few base draws: train longer, add an "
+            "energy floor or a gradient penalty, or use a base closer to the data."))  # fmt: skip
+
     def evaluate(self) -> dict:
         """The record's evaluation values (c, Â and its stderr, ESS, KALE values, NLLs), in eval mode."""
         bs = self.options.eval_batch_size
         with eval_mode(self.gebm):
-            est = self.log_partition()
-            a_hat, c_now = est.estimate, float(self.c.detach())
-            if not math.isfinite(c_now):
-                raise NonFinite("log-partition c")
-            record = {
-                "log_partition": c_now,
-                "log_partition_estimate": a_hat,
-                "log_partition_stderr": est.stderr,
-                "ess": est.ess,
-                "kale_train": kale_from_log_partition(mean_energy(self.energy, self.x_train, bs), c_now, a_hat),
-            }
+            record = log_partition_record(self.log_partition(), self.c)
+            c_now, a_hat = record["log_partition"], record["log_partition_estimate"]
+            record["kale_train"] = kale_from_log_partition(mean_energy(self.energy, self.x_train, bs), c_now, a_hat)
             if self.x_val is not None:
                 e_val = mean_energy(self.energy, self.x_val, bs)
                 record["kale_val"] = kale_from_log_partition(e_val, c_now, a_hat)
@@ -268,7 +312,7 @@ class KaleStep:
         """The energy-step module (energy and c) and the trained base, in DDP when W > 1; built on first use,
         after c is initialised or a checkpoint restored (DDP broadcasts rank 0's weights when it wraps)."""
         if "ddp" not in self._cache:
-            terms = self.shard.wrap(EnergyTerms(self.energy, self.c))
+            terms = self.shard.wrap(EnergyTerms(self.energy, self.c, self.num_base))
             base = self.shard.wrap(self.base) if self.kale.train_base else None
             self._cache["ddp"] = (terms, base)
         return self._cache["ddp"]
@@ -316,8 +360,7 @@ class KaleStep:
         xb, x_pair = base_samples(self.base, z, sh, rows, data_rows, pairs)
         x_hat = None
         if pairs is not None:
-            t = pairs[1][data_rows]
-            x_hat = (t * x.detach() + (1 - t) * x_pair.detach()).requires_grad_(True)
+            x_hat = penalty_interpolates(x, x_pair, pairs[1][data_rows])
         local, loss, objective = energy_loss(sh, terms_module(x, xb, x_hat), n, m, k.penalty if penalised else 0.0,
                                              k.energy_l2, kale=True)
         if not math.isfinite(loss):
