@@ -37,9 +37,8 @@ InferenceData layout (shared by both backends):
     Hamiltonian U + ½ rᵀM⁻¹r; Pyro records it at the start of the transition, after the momentum
     refresh, NumPyro at the selected point; both give ArviZ's E-BFMI), and for NUTS ``tree_depth``
     (the number of tree doublings, ⌈log₂(n_steps + 1)⌉);
-    The Pyro backend reads Pyro's public diagnostics, which count accepted transitions: there
-    ``acceptance_rate`` is 1.0 for an accepted transition and 0.0 otherwise (its mean over draws is
-    Pyro's acceptance rate); NumPyro records the acceptance probability itself;
+    both backends record the acceptance probability itself (Pyro: the value its progress bar averages
+    as "acc. prob"; NumPyro: ``accept_prob``), so its mean is comparable with ``target_accept_prob``;
   - MALA, IMH: ``accepted`` (bool) and ``acceptance_rate`` (the acceptance probability);
   - ULA, kinetic, MALA: ``step_size`` (the scheduled step of the transition);
   - SIR: ``importance_ess`` (effective sample size of the proposals' weights);
