@@ -101,6 +101,18 @@ def _without_nproc(argv: Sequence[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ fit
+def _nll_space(metadata: dict) -> str:
+    """Where the NLLs of a run are measured: the whitened space (with the shift to the data's units) or the data's."""
+    from . import units
+
+    try:
+        shift = units.log_abs_det(metadata)
+    except ValueError:  # not whitened
+        return "in the data's own units"
+    return (f"in the model's whitened space (in the data's own units: NLL - {shift:.3f}, the log|det W| of the "
+            "whitening; 'gebm evaluate' reports both)")
+
+
 def _prepare_fit(args):
     from . import runs
 
@@ -153,7 +165,12 @@ def _run_fit(args, prepared) -> int:
         return EXIT_OK
     s = run.info.get("summary", {})
     base_name = run.config["base"]["class"]
-    print(f"Fitted a GEBM on {data.metadata.get('name')} ({data.dim} dims) into {run.path}")
+    if run.already_done:  # fit_run said so (once, on stderr); nothing was written
+        print(f"The GEBM on {data.metadata.get('name')} ({data.dim} dims) in {run.path}, "
+              f"finished {run.info.get('finished', '?')}:")
+    else:
+        print(f"Fitted a GEBM on {data.metadata.get('name')} ({data.dim} dims) into {run.path}")
+    print(f"  NLL in nats per example, {_nll_space(data.metadata)}")
     monitor_label = {"val_nll": "NLL", "kale_val": "KALE value"}
     rows = []
     if "mle" in s:
@@ -173,7 +190,8 @@ def _run_fit(args, prepared) -> int:
             ("steps / wall time", f"{adv.get('steps')} / {_fmt(adv.get('wall_time'), digits=1)} s"),
         ]
     print(_table([*rows, ("model", str(run.path / runs.GEBM_FILE))]))
-    _wrote([run.path / runs.RUN_FILE, run.path / runs.HISTORY_FILE, run.path / runs.GEBM_FILE])
+    if not run.already_done:
+        _wrote([run.path / runs.RUN_FILE, run.path / runs.HISTORY_FILE, run.path / runs.GEBM_FILE])
     print(f"Next: gebm evaluate {run.path}")
     return EXIT_OK
 
@@ -196,8 +214,12 @@ def _run_evaluate(args, run) -> int:
         res = runs.evaluate_run(run, args.split, num_samples=args.num_samples, batch_size=args.batch_size,
                                 seed=args.seed)
     path = Path(args.run_dir) / f"evaluation-{args.split}.json"
+    kept = (f"Kept the earlier evaluation with other settings as {res['kept_previous']}"
+            if res.get("kept_previous") else None)
     if args.json:
         print(json.dumps(res, indent=2))
+        if kept:
+            print(kept, file=sys.stderr)
         print(f"Wrote {path}", file=sys.stderr)
         return EXIT_OK
     base_name = run.config["base"]["class"] if isinstance(run.config.get("base"), dict) else "base"
@@ -228,7 +250,9 @@ def _run_evaluate(args, run) -> int:
         print(_table([("KALE F(E, c)", _fmt(res["kale"])), partition, ess]))
     if res.get("warning"):
         print(f"Warning: {res['warning']}")
-    print(f"Wrote {path}")
+    if kept:
+        print(kept)
+    print(f"Wrote {path} (M = {res['num_samples']} base samples, seed {res['seed']})")
     return EXIT_OK
 
 

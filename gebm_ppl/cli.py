@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         "effective sample size), the KALE upper bound NLL_base - F(E, c) and the paired difference\n"
         "Delta NLL = GEBM - base (negative: the GEBM is better), with a one-line verdict; in nats per\n"
         "example in the model's whitened space. A GEBM whose base has no density reports A_hat, its ESS\n"
-        "and the KALE value instead of NLLs. Writes RUN_DIR/evaluation-SPLIT.json.",
+        "and the KALE value instead of NLLs. Writes RUN_DIR/evaluation-SPLIT.json; an earlier one made with\n"
+        "another --num-samples or --seed is kept, renamed to evaluation-SPLIT-mM-seedS.json.",
     )
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'gebm fit'")
     ev.add_argument("--split", choices=SPLITS, default="test", help="which split to evaluate")
