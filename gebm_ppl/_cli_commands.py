@@ -3,7 +3,6 @@ are exit 2) and a ``run`` (do the work: errors are exit 1), called by :func:`geb
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -59,18 +58,12 @@ def _wrote(paths: Sequence[Path], file=None) -> None:
         print(f"Wrote {path}", file=file or sys.stdout)
 
 
-@contextlib.contextmanager
 def _threads(n: int):
-    """``torch.set_num_threads(n)`` for the block (0: leave torch's default), restored after."""
-    import torch
+    """``torch.set_num_threads(n)`` for the block (0: leave torch's count), restored after; either way an explicit
+    choice that the library's automatic one (:mod:`gebm_ppl._threads`) honours."""
+    from ._threads import torch_threads
 
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+    return torch_threads(n)
 
 
 def _torch_device(text: str):
@@ -101,6 +94,24 @@ def _without_nproc(argv: Sequence[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ fit
+def _describe_data(data) -> str:
+    """The data in words: ``user data file wine.csv: 11 columns (alcohol, ...), 1296 / 144 / 159 rows (train /
+    validation / test), whitened, split seed 0`` (a dataset: its name and protocol)."""
+    from . import units
+
+    m = getattr(data, "metadata", None) or {}
+    sizes = [len(part) for part in (data.train, data.val, data.test)]
+    what = m.get("description") if m.get("protocol") == "user" else f"{m.get('name')} ({m.get('protocol')} protocol)"
+    try:
+        names = units.column_names(m)
+        shown = ", ".join(str(n) for n in names[:6]) + (", ..." if len(names) > 6 else "")
+        columns, space = f"{data.dim} columns ({shown})", "whitened"
+    except (ValueError, KeyError, TypeError):  # not whitened (images, ...)
+        columns, space = f"{data.dim} dims", "not whitened"
+    return (f"{what}: {columns}, {sizes[0]} / {sizes[1]} / {sizes[2]} rows (train / validation / test), {space}, "
+            f"split seed {m.get('seed')}")
+
+
 def _nll_space(metadata: dict) -> str:
     """Where the NLLs of a run are measured: the whitened space (with the shift to the data's units) or the data's."""
     from . import units
@@ -153,7 +164,7 @@ def _run_fit(args, prepared) -> int:
     device = distributed.rank_device(args.device)  # cuda: this rank's GPU
     main = distributed.is_main()
     log = (lambda msg: print(f"gebm fit: {msg}", file=sys.stderr, flush=True)) if main else (lambda msg: None)  # noqa: E731
-    log(f"data {data!r}")
+    log(f"data: {_describe_data(data)}")
     try:
         with _threads(args.threads):
             run = runs.fit_run(args.out, data, config, seed=args.seed, device=None if device is None else str(device),
@@ -402,7 +413,7 @@ def _run_sample(args, prepared) -> int:
         files = runs.sample_run(run, args.out, netcdf=args.netcdf, method=args.method, backend=args.backend,
                                 num_samples=args.num_samples, warmup_steps=args.warmup, num_chains=args.chains,
                                 temperature=args.temperature, seed=args.seed,
-                                progress=sys.stderr.isatty() if args.progress is None else args.progress,
+                                progress=args.progress,  # None: a bar on a terminal, periodic lines elsewhere
                                 **kwargs)
     except TypeError as e:
         if "keyword argument" in str(e):  # an --option the sampler does not take

@@ -9,10 +9,12 @@ usage (unknown dataset, unreadable file, inconsistent options), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 
 from ._cli_commands import COMMANDS, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
@@ -212,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--backend", choices=BACKENDS, default=None,
                     help="pyro (torch) or numpyro (JAX, JIT-compiled, several times faster; every method but "
                          "sir); default: numpyro when JAX and NumPyro are importable and the method has a "
-                         "NumPyro kernel, else pyro")
+                         "NumPyro kernel, else pyro: gp.sample_latent(backend='auto'), while Python calls default "
+                         "to pyro")
     sa.add_argument("--chains", type=_positive_int, default=None, metavar="C",
                     help="number of chains (default: [sample], else 4)")
     sa.add_argument("--chain-method", choices=("vectorized", "parallel", "sequential"), default=None,
@@ -287,6 +290,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exception(err)
         print(f"{prog}: {kind}: {err}", file=sys.stderr)
 
+    with _one_line_warnings(prog):
+        return _prepare_and_run(prog, prepare, run, args, report)
+
+
+@contextlib.contextmanager
+def _one_line_warnings(prog: str):
+    """Warnings print as one line, ``gebm fit: warning: <message>``, without a source path and code line (a
+    warning that an error filter raises, or that a recorder catches, is unaffected)."""
+    old = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: f"{prog}: warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = old
+
+
+def _prepare_and_run(prog: str, prepare, run, args, report) -> int:
     try:
         prepared = prepare(args)
     except KeyboardInterrupt:

@@ -7,9 +7,13 @@ import contextlib
 import io
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from common import uci_dir
@@ -17,6 +21,7 @@ from common import uci_dir
 from gebm_ppl.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 
 UCI = uci_dir()
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not (UCI / "wine-quality" / "winequality-red.csv").is_file(),
                                 reason=f"red-wine is not in {UCI}")
 
@@ -138,3 +143,21 @@ def test_a_finished_run_is_said_to_be_complete_once_and_the_summary_has_units(fi
     text = out + err
     assert text.count("already holds this finished run") == 1 and "nothing was fitted" in err
     assert "nothing to do" not in text and "Wrote" not in text
+
+
+def test_fit_on_a_small_user_file_prints_clean_warnings_and_describes_the_data(workdir, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 3)) @ np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 1.0]])
+    csv = tmp_path / "wine.csv"
+    csv.write_text("alcohol,acidity,sugar\n" + "\n".join(",".join(f"{v:.4f}" for v in row) for row in x) + "\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-m", "gebm_ppl", "fit", str(csv), "--config", str(workdir / "tiny.toml"),
+                           "--out", str(tmp_path / "run"), "--set", "mle.epochs=1", "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=300)  # as on a user's terminal
+    code, err = proc.returncode, proc.stderr
+    assert code == EXIT_OK, err
+    assert re.search(r"gebm fit: warning: '[^']*wine.csv': only 120 rows split into", err), err
+    assert "UserWarning" not in err and ".py:" not in err  # one clean line, no source path or code line
+    assert "data: user data file wine.csv: 3 columns (alcohol, acidity, sugar), 98 / 10 / 12 rows" in err
+    assert "UCIData(" not in err

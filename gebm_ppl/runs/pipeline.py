@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__, distributed
+from .._threads import torch_threads
 from ..gebm import GEBM
 from .config import build_base, build_energy, check_config, has_density, init_seed, validate_config
 from .failure import RunFailed, failure_record
@@ -161,7 +162,8 @@ def fit_run(
         seed: seed of the initial weights (:func:`build_gebm`: the base from ``seed``, the energy from
             :func:`~gebm_ppl.runs.init_seed` (seed, "energy")) and of every training loop. The numbers
             are bit-identical for the same seed, configuration, torch version, CPU kind and torch thread
-            count (``torch.get_num_threads()``, recorded in ``run.json``; ``gebm fit`` uses 1 thread).
+            count (recorded in ``run.json``: one thread for a small network unless the caller chose a
+            count, :mod:`gebm_ppl._threads`; ``gebm fit`` uses ``--threads``, default 1).
         device: ``"cpu"``, ``"cuda"``, ... (default: CPU).
         progress: tqdm bars (None: only on a terminal).
         checkpoint_every: checkpoint every this many optimizer steps (default: every epoch).
@@ -234,24 +236,26 @@ def fit_run(
         gebm.to(device)
     common = dict(seed=int(seed), progress=progress, checkpoint_every=checkpoint_every)
     stages = {}
-    for stage in ("mle", "kale") if has_density(config) else ("adversarial",):
-        path = run_dir / CHECKPOINTS[stage]
-        resume = path if path.is_file() else None
-        say(f"{stage}: resuming from {path}" if resume is not None else f"{stage}: training")
-        loop = dict(common, checkpoint_path=path, resume=resume)
-        try:
-            if stage == "mle":
-                history = train_base_mle(gebm.base, data, config["mle"], **loop)
-            else:
-                history = STAGES[stage](gebm, data, config[stage], **loop)
-        except TrainingDiverged as e:  # record it; the message names the setting to change
-            record = failure_record(stage, e, config)
-            info.update(status="failed", failed=time.strftime("%Y-%m-%dT%H:%M:%S%z"), failure=record)
-            if main:
-                write_json(info_path, info)
-            raise RunFailed(record["message"], record) from e
-        stages[stage] = history
-        say(f"{stage}: {history!r}")
+    with torch_threads(model=gebm) as threads:  # one thread for small nets unless chosen (gebm_ppl._threads)
+        info["threads"] = threads  # what the loops use: the numbers depend on it
+        for stage in ("mle", "kale") if has_density(config) else ("adversarial",):
+            path = run_dir / CHECKPOINTS[stage]
+            resume = path if path.is_file() else None
+            say(f"{stage}: resuming from {path}" if resume is not None else f"{stage}: training")
+            loop = dict(common, checkpoint_path=path, resume=resume)
+            try:
+                if stage == "mle":
+                    history = train_base_mle(gebm.base, data, config["mle"], **loop)
+                else:
+                    history = STAGES[stage](gebm, data, config[stage], **loop)
+            except TrainingDiverged as e:  # recorded; the message names the setting to change
+                record = failure_record(stage, e, config)
+                info.update(status="failed", failed=time.strftime("%Y-%m-%dT%H:%M:%S%z"), failure=record)
+                if main:
+                    write_json(info_path, info)
+                raise RunFailed(record["message"], record) from e
+            stages[stage] = history
+            say(f"{stage}: {history!r}")
     gebm.eval()
     info.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), summary=_summary(stages))
     if main:

@@ -30,7 +30,7 @@ from pyro.infer.mcmc import HMC, MCMC, NUTS
 from pyro.poutine.messenger import Messenger
 from torch import Tensor
 
-from .driver import CountingPotential
+from .driver import CountingPotential, SamplingProgress, progress_mode
 from .registry import SamplerSpec, register_sampler
 
 __all__ = ["CHAIN_METHODS", "SPECS", "check_kernel_kwargs", "max_parallel_chains", "run_pyro_mcmc"]
@@ -113,6 +113,7 @@ class _Recorder:
         self.last_evals = potential.num_grad_evals
         self.accept_prob = math.nan  # set by the kernel after each transition (_transition_accept_prob)
         self.divergences = 0
+        self.progress: SamplingProgress | None = None  # progress lines off a terminal (a bar is Pyro's own)
         self.done: Path | None = None  # parallel chains: the file the worker writes its records to
         self.first_counts = (0, 0)  # parallel chains: the worker's potential counts when its chain started
 
@@ -133,6 +134,8 @@ class _Recorder:
         return lp
 
     def __call__(self, kernel, params: dict, stage: str, i: int) -> None:
+        if self.progress is not None:
+            self.progress.update(1)
         lp_start = self.last_lp
         self.last_lp = lp = self._lp(params["z"])
         self.cache.clear()
@@ -233,7 +236,7 @@ def run_pyro_mcmc(
     method: str,
     num_samples: int,
     warmup_steps: int,
-    progress: bool = False,
+    progress: bool | None = False,
     chain_method: str = "sequential",
     **kernel_kwargs,
 ) -> tuple[Tensor, dict[str, Tensor], float]:
@@ -252,7 +255,8 @@ def run_pyro_mcmc(
         method: ``"nuts"`` or ``"hmc"``.
         num_samples: draws per chain after the warmup.
         warmup_steps: adaptation steps per chain (step size and diagonal mass matrix by default).
-        progress: show Pyro's progress bar.
+        progress: True, False or None (:class:`~gebm_ppl.sampling.driver.SamplingProgress`): on a terminal
+            Pyro's progress bar, elsewhere a line every 10 s.
         chain_method: ``"sequential"`` or ``"parallel"`` (at most :func:`max_parallel_chains` chains,
             Pyro's limit, which otherwise falls back to sequential chains).
         **kernel_kwargs: passed to :class:`pyro.infer.mcmc.NUTS` / :class:`~pyro.infer.mcmc.HMC`
@@ -308,8 +312,11 @@ def _run_sequential(potential, cache, potential_fn, init, chain_seeds, method, n
                     devices, kernel_kwargs):
     """The chains one after another in this process: z ``[C, N, d]`` and each chain's records."""
     draws, records = [], []
+    bar = progress_mode(progress) == "bar"  # Pyro's bar; off a terminal, our lines over all chains
+    lines = SamplingProgress(progress if not bar else False, len(chain_seeds) * (warmup_steps + num_samples))
     for c, chain_seed in enumerate(chain_seeds):
         recorder = _Recorder(potential, cache, warmup_steps, num_samples)
+        recorder.progress = lines
         kernel = _OBSERVED[method](potential_fn=potential_fn, recorder=recorder, **kernel_kwargs)
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(chain_seed)
@@ -319,7 +326,7 @@ def _run_sequential(potential, cache, potential_fn, init, chain_seeds, method, n
                 warmup_steps=warmup_steps,
                 initial_params={"z": init[c].detach()},
                 num_chains=1,
-                disable_progbar=not progress,
+                disable_progbar=not bar,
                 hook_fn=recorder,
             )
             cache.clear()
@@ -327,6 +334,7 @@ def _run_sequential(potential, cache, potential_fn, init, chain_seeds, method, n
             mcmc.run()
         draws.append(mcmc.get_samples()["z"])
         records.append(recorder.records)
+    lines.close()
     return torch.stack(draws), records
 
 
@@ -337,6 +345,9 @@ def _run_parallel(potential, cache, potential_fn, init, chain_seeds, method, num
     context = "fork" if sys.platform == "linux" and init.device.type == "cpu" else "spawn"
     with tempfile.TemporaryDirectory(prefix="gebm_chains_") as folder:
         recorder = _Recorder(potential, cache, warmup_steps, num_samples)
+        bar = progress_mode(progress) == "bar"  # Pyro's bars; off a terminal, each worker writes its chain's lines
+        recorder.progress = SamplingProgress(progress if not bar else False, warmup_steps + num_samples,
+                                             desc="sampling (one chain)")
         parallel = _Parallel(init, chain_seeds, folder, max(1, torch.get_num_threads() // num_chains))
         kernel = _OBSERVED[method](potential_fn=potential_fn, recorder=recorder, parallel=parallel, **kernel_kwargs)
         with torch.random.fork_rng(devices=devices):
@@ -348,7 +359,7 @@ def _run_parallel(potential, cache, potential_fn, init, chain_seeds, method, num
                 initial_params={"z": init.detach()},
                 num_chains=num_chains,
                 mp_context=context,
-                disable_progbar=not progress,
+                disable_progbar=not bar,
                 hook_fn=recorder,
             )
             mcmc.run()
