@@ -161,3 +161,14 @@ def test_fit_on_a_small_user_file_prints_clean_warnings_and_describes_the_data(w
     assert "UserWarning" not in err and ".py:" not in err  # one clean line, no source path or code line
     assert "data: user data file wine.csv: 3 columns (alcohol, acidity, sugar), 98 / 10 / 12 rows" in err
     assert "UCIData(" not in err
+
+
+def test_fit_run_raises_a_training_diverged_that_names_the_setting(workdir):
+    import gebm_ppl as gp
+    from gebm_ppl import runs
+
+    config = runs.apply_overrides(runs.load_config(workdir / "tiny.toml"), ["mle.lr=1e30", "mle.grad_clip=1e30"])
+    with pytest.raises(gp.TrainingDiverged, match=r"Lower mle\.lr") as caught:
+        runs.fit_run(workdir / "py-boom", runs.load_data("red-wine"), config, progress=False)
+    assert isinstance(caught.value, runs.RunFailed) and caught.value.record["setting"] == "mle.lr"
+    assert isinstance(caught.value.__cause__, gp.TrainingDiverged) and caught.value.step >= 1

@@ -10,17 +10,26 @@ explains the recorded failure instead of asking for the same command again.
 
 from __future__ import annotations
 
+from ..training.history import TrainingDiverged
+
 __all__ = ["LEARNING_RATES", "RunFailed", "failure_message", "failure_record"]
 
 LEARNING_RATES = {"mle": "lr", "kale": "energy_lr", "adversarial": "lr"}
 """The setting of each stage whose lowering most often cures a divergence (its Adam learning rate)."""
 
 
-class RunFailed(RuntimeError):
-    """A stage of a run diverged; ``record`` is the ``failure`` entry written to ``run.json``."""
+class RunFailed(TrainingDiverged):
+    """A stage of a run diverged; ``record`` is the ``failure`` entry written to ``run.json``.
 
-    def __init__(self, message: str, record: dict):
-        super().__init__(message)
+    A :class:`gebm_ppl.TrainingDiverged` (code that catches that keeps working) whose message names the
+    setting to change; the loop's own error is its ``__cause__``.
+    """
+
+    def __init__(self, message: str, record: dict, cause: TrainingDiverged | None = None):
+        super().__init__(message, step=record.get("step"), epoch=record.get("epoch"), quantity=record.get("quantity"),
+                         checkpoint_path=record.get("checkpoint"),
+                         checkpoint_step=getattr(cause, "checkpoint_step", None),
+                         history=getattr(cause, "history", None))
         self.record = record
 
 

@@ -176,7 +176,8 @@ def fit_run(
     Raises:
         ValueError, TypeError: a bad configuration value (before training).
         RunMismatch: ``run_dir`` holds a run with other data, seed or configuration (and not ``overwrite``).
-        RunFailed: a stage diverged (a :class:`gebm_ppl.TrainingDiverged`, its ``__cause__``): ``run.json``
+        RunFailed: a stage diverged (a :class:`gebm_ppl.TrainingDiverged`, with the loop's own as its
+            ``__cause__``): ``run.json``
             then records ``"status": "failed"`` and a ``failure`` entry (stage, step, the setting to lower);
             the checkpoints stay. A later fit with other settings replaces the failed run; one with the
             same settings is refused (RunMismatch), as it would diverge again.
@@ -253,7 +254,7 @@ def fit_run(
                 info.update(status="failed", failed=time.strftime("%Y-%m-%dT%H:%M:%S%z"), failure=record)
                 if main:
                     write_json(info_path, info)
-                raise RunFailed(record["message"], record) from e
+                raise RunFailed(record["message"], record, e) from e
             stages[stage] = history
             say(f"{stage}: {history!r}")
     gebm.eval()
