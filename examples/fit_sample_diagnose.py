@@ -53,7 +53,7 @@ def main() -> None:
     ev = evaluate_gebm(gebm, data.test, num_samples=10_000 if quick else 100_000)
     print(f"test NLL: base {ev.base_nll:.3f} ± {ev.base_nll_stderr:.3f}, GEBM {ev.nll:.3f} ± {ev.nll_stderr:.3f}, "
           f"KALE bound {ev.nll_bound:.3f}; Δ NLL = GEBM − base {ev.delta_nll:.3f} ± {ev.delta_nll_stderr:.3f}")
-    print(verdict(ev.nll_per_example - ev.base_nll_per_example))
+    print(verdict(ev.nll_per_example - ev.base_nll_per_example, extra_stderr=ev.log_partition_stderr))
     # --8<-- [end:fit]
 
     # --8<-- [start:sample]

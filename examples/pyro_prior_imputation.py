@@ -76,7 +76,10 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=1, help="NUTS chains, run one after another")
     args = parser.parse_args()
     quick = args.quick or os.environ.get("GEBM_QUICK", "") not in ("", "0")
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    # small networks: one torch thread is fastest, and far faster on a busy machine (the README's "Threads and
+    # progress"; measured under load: NUTS 287 s with 2 threads, 9 s with 1). fit_* choose it themselves; the
+    # NUTS run below is this script's own Pyro model, so the script chooses.
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     start = time.perf_counter()
 

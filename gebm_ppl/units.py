@@ -124,20 +124,25 @@ def verdict(
     unit: str = "nats",
     threshold: float = 2.0,
     digits: int = 3,
+    extra_stderr: float = 0.0,
 ) -> str:
     """A one-line verdict on Δᵢ = NLL_model(xᵢ) − NLL_reference(xᵢ) over the same test rows (Δ < 0: model better).
 
     "the GEBM is better than its base by 0.123 ± 0.010 nats (paired over 500 rows, ± 1 se; 12.3 se from 0)";
     "worse than" when Δ > 0, and "no clear difference" when |mean Δ| < ``threshold`` standard errors.
-    The ± is one standard error of the mean difference; the differences do not depend on the units
-    (whitened or original) since both NLLs shift by the same log|det W|.
+    The ± is one standard error of the mean difference, sqrt(sd(Δ)²/n + ``extra_stderr``²) where
+    ``extra_stderr`` is the error every Δᵢ shares (a GEBM's se(Â): Δᵢ = E(xᵢ) + Â); the differences do not
+    depend on the units (whitened or original) since both NLLs shift by the same log|det W|.
     """
     if not (isinstance(threshold, int | float) and math.isfinite(threshold) and threshold > 0):
         raise ValueError(f"'threshold' should be a positive number of standard errors. Got {threshold!r}.")
     mean, se, n = paired_difference(delta_per_example)
+    if extra_stderr:  # a shared error (inf with a single base sample: then nothing is clear)
+        se = math.sqrt(se**2 + float(extra_stderr) ** 2)
     sig = abs(mean) / se if se > 0 else math.inf
     sig_text = "exactly" if sig == math.inf else f"{sig:.1f} se from 0"
-    detail = f"(paired over {n} rows, ± 1 se; {sig_text})"
+    shared = " with the log-partition's error" if extra_stderr else ""
+    detail = f"(paired over {n} rows, ± 1 se{shared}; {sig_text})"
     if sig < threshold:
         return (f"no clear difference between {model} and {reference}: Δ NLL = {mean:+.{digits}f} ± {se:.{digits}f} "
                 f"{unit} {detail}, within {threshold:g} se of 0")

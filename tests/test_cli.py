@@ -380,7 +380,8 @@ def test_unfinished_runs_and_runtime_failures(fitted, workdir, tmp_path):
                            "--set", "mle.lr=1e30", "--set", "mle.grad_clip=1e30")
     assert code == EXIT_FAILURE, err
     assert "gebm fit: failed: fit_mle diverged at step" in err
-    assert json.loads((tmp_path / "boom" / "run.json").read_text())["status"] == "fitting"
+    # issue 21 item 2: the failure is recorded (it was left at "fitting")
+    assert json.loads((tmp_path / "boom" / "run.json").read_text())["status"] == "failed"
 
 
 # ------------------------------------------------------------------------------------------ named classes

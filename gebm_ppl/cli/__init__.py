@@ -8,9 +8,11 @@ usage (unknown dataset, unreadable file, inconsistent options), 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 
 from .commands import COMMANDS, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
@@ -43,6 +45,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exception(err)
         print(f"{prog}: {kind}: {err}", file=sys.stderr)
 
+    with _one_line_warnings(prog):
+        return _prepare_and_run(prog, prepare, run, args, report)
+
+
+@contextlib.contextmanager
+def _one_line_warnings(prog: str):
+    """Warnings print as one line, ``gebm fit: warning: <message>``, without a source path and code line (a
+    warning that an error filter raises, or that a recorder catches, is unaffected)."""
+    old = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: f"{prog}: warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = old
+
+
+def _prepare_and_run(prog: str, prepare, run, args, report) -> int:
     try:
         prepared = prepare(args)
     except KeyboardInterrupt:

@@ -3,7 +3,6 @@ are exit 2) and a ``run`` (do the work: errors are exit 1), called by :func:`geb
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -59,18 +58,12 @@ def _wrote(paths: Sequence[Path], file=None) -> None:
         print(f"Wrote {path}", file=file or sys.stdout)
 
 
-@contextlib.contextmanager
 def _threads(n: int):
-    """``torch.set_num_threads(n)`` for the block (0: leave torch's default), restored after."""
-    import torch
+    """``torch.set_num_threads(n)`` for the block (0: leave torch's count), restored after; either way an explicit
+    choice that the library's automatic one (:mod:`gebm_ppl._threads`) honours."""
+    from ._threads import torch_threads
 
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+    return torch_threads(n)
 
 
 def _torch_device(text: str):
@@ -101,6 +94,36 @@ def _without_nproc(argv: Sequence[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ fit
+def _describe_data(data) -> str:
+    """The data in words: ``user data file wine.csv: 11 columns (alcohol, ...), 1296 / 144 / 159 rows (train /
+    validation / test), whitened, split seed 0`` (a dataset: its name and protocol)."""
+    from . import units
+
+    m = getattr(data, "metadata", None) or {}
+    sizes = [len(part) for part in (data.train, data.val, data.test)]
+    what = m.get("description") if m.get("protocol") == "user" else f"{m.get('name')} ({m.get('protocol')} protocol)"
+    try:
+        names = units.column_names(m)
+        shown = ", ".join(str(n) for n in names[:6]) + (", ..." if len(names) > 6 else "")
+        columns, space = f"{data.dim} columns ({shown})", "whitened"
+    except (ValueError, KeyError, TypeError):  # not whitened (images, ...)
+        columns, space = f"{data.dim} dims", "not whitened"
+    return (f"{what}: {columns}, {sizes[0]} / {sizes[1]} / {sizes[2]} rows (train / validation / test), {space}, "
+            f"split seed {m.get('seed')}")
+
+
+def _nll_space(metadata: dict) -> str:
+    """Where the NLLs of a run are measured: the whitened space (with the shift to the data's units) or the data's."""
+    from . import units
+
+    try:
+        shift = units.log_abs_det(metadata)
+    except ValueError:  # not whitened
+        return "in the data's own units"
+    return (f"in the model's whitened space (in the data's own units: NLL - {shift:.3f}, the log|det W| of the "
+            "whitening; 'gebm evaluate' reports both)")
+
+
 def _prepare_fit(args):
     from .. import runs
 
@@ -141,7 +164,7 @@ def _run_fit(args, prepared) -> int:
     device = distributed.rank_device(args.device)  # cuda: this rank's GPU
     main = distributed.is_main()
     log = (lambda msg: print(f"gebm fit: {msg}", file=sys.stderr, flush=True)) if main else (lambda msg: None)  # noqa: E731
-    log(f"data {data!r}")
+    log(f"data: {_describe_data(data)}")
     try:
         with _threads(args.threads):
             run = runs.fit_run(args.out, data, config, seed=args.seed, device=None if device is None else str(device),
@@ -153,7 +176,12 @@ def _run_fit(args, prepared) -> int:
         return EXIT_OK
     s = run.info.get("summary", {})
     base_name = run.config["base"]["class"]
-    print(f"Fitted a GEBM on {data.metadata.get('name')} ({data.dim} dims) into {run.path}")
+    if run.already_done:  # fit_run said so (once, on stderr); nothing was written
+        print(f"The GEBM on {data.metadata.get('name')} ({data.dim} dims) in {run.path}, "
+              f"finished {run.info.get('finished', '?')}:")
+    else:
+        print(f"Fitted a GEBM on {data.metadata.get('name')} ({data.dim} dims) into {run.path}")
+    print(f"  NLL in nats per example, {_nll_space(data.metadata)}")
     monitor_label = {"val_nll": "NLL", "kale_val": "KALE value"}
     rows = []
     if "mle" in s:
@@ -173,7 +201,8 @@ def _run_fit(args, prepared) -> int:
             ("steps / wall time", f"{adv.get('steps')} / {_fmt(adv.get('wall_time'), digits=1)} s"),
         ]
     print(_table([*rows, ("model", str(run.path / runs.GEBM_FILE))]))
-    _wrote([run.path / runs.RUN_FILE, run.path / runs.HISTORY_FILE, run.path / runs.GEBM_FILE])
+    if not run.already_done:
+        _wrote([run.path / runs.RUN_FILE, run.path / runs.HISTORY_FILE, run.path / runs.GEBM_FILE])
     print(f"Next: gebm evaluate {run.path}")
     return EXIT_OK
 
@@ -196,8 +225,12 @@ def _run_evaluate(args, run) -> int:
         res = runs.evaluate_run(run, args.split, num_samples=args.num_samples, batch_size=args.batch_size,
                                 seed=args.seed)
     path = Path(args.run_dir) / f"evaluation-{args.split}.json"
+    kept = (f"Kept the earlier evaluation with other settings as {res['kept_previous']}"
+            if res.get("kept_previous") else None)
     if args.json:
         print(json.dumps(res, indent=2))
+        if kept:
+            print(kept, file=sys.stderr)
         print(f"Wrote {path}", file=sys.stderr)
         return EXIT_OK
     base_name = run.config["base"]["class"] if isinstance(run.config.get("base"), dict) else "base"
@@ -228,7 +261,9 @@ def _run_evaluate(args, run) -> int:
         print(_table([("KALE F(E, c)", _fmt(res["kale"])), partition, ess]))
     if res.get("warning"):
         print(f"Warning: {res['warning']}")
-    print(f"Wrote {path}")
+    if kept:
+        print(kept)
+    print(f"Wrote {path} (M = {res['num_samples']} base samples, seed {res['seed']})")
     return EXIT_OK
 
 
@@ -378,7 +413,7 @@ def _run_sample(args, prepared) -> int:
         files = runs.sample_run(run, args.out, netcdf=args.netcdf, method=args.method, backend=args.backend,
                                 num_samples=args.num_samples, warmup_steps=args.warmup, num_chains=args.chains,
                                 temperature=args.temperature, seed=args.seed,
-                                progress=sys.stderr.isatty() if args.progress is None else args.progress,
+                                progress=args.progress,  # None: a bar on a terminal, periodic lines elsewhere
                                 **kwargs)
     except TypeError as e:
         if "keyword argument" in str(e):  # an --option the sampler does not take

@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         "effective sample size), the KALE upper bound NLL_base - F(E, c) and the paired difference\n"
         "Delta NLL = GEBM - base (negative: the GEBM is better), with a one-line verdict; in nats per\n"
         "example in the model's whitened space. A GEBM whose base has no density reports A_hat, its ESS\n"
-        "and the KALE value instead of NLLs. Writes RUN_DIR/evaluation-SPLIT.json.",
+        "and the KALE value instead of NLLs. Writes RUN_DIR/evaluation-SPLIT.json; an earlier one made with\n"
+        "another --num-samples or --seed is kept, renamed to evaluation-SPLIT-mM-seedS.json.",
     )
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'gebm fit'")
     ev.add_argument("--split", choices=SPLITS, default="test", help="which split to evaluate")
@@ -199,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--backend", choices=BACKENDS, default=None,
                     help="pyro (torch) or numpyro (JAX, JIT-compiled, several times faster; every method but "
                          "sir); default: numpyro when JAX and NumPyro are importable and the method has a "
-                         "NumPyro kernel, else pyro")
+                         "NumPyro kernel, else pyro: gp.sample_latent(backend='auto'), while Python calls default "
+                         "to pyro")
     sa.add_argument("--chains", type=_positive_int, default=None, metavar="C",
                     help="number of chains (default: [sample], else 4)")
     sa.add_argument("--chain-method", choices=("vectorized", "parallel", "sequential"), default=None,

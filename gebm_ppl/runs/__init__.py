@@ -8,7 +8,11 @@ A run directory holds (every file written atomically):
   the training checkpoints of the stages (resumable);
 * ``gebm.pt``: the trained GEBM (:meth:`gebm_ppl.GEBM.load` reads it);
 * ``history.json``: every stage's :class:`~gebm_ppl.training.TrainingHistory`;
-* ``evaluation-<split>.json``: what :func:`evaluate_run` measured.
+* ``evaluation-<split>.json`` (and ``evaluation-<split>-<settings>.json`` for other settings): what
+  :func:`evaluate_run` measured.
+
+A stage that diverges marks the run ``"status": "failed"`` with a ``failure`` entry naming the setting
+to change (:mod:`.failure`); :func:`load_run` then explains the failure.
 
 Re-running :func:`fit_run` on the same folder with the same data, seed and configuration continues
 an interrupted run from its last checkpoint (the training loops resume exactly).
@@ -37,6 +41,7 @@ from .config import (
     validate_config,
 )
 from .evaluate import SPLITS, evaluate_run
+from .failure import RunFailed
 from .files import (
     CHECKPOINTS,
     DATA_FILE,
@@ -66,6 +71,7 @@ __all__ = [
     "RUN_FILE",
     "SPLITS",
     "Run",
+    "RunFailed",
     "RunMismatch",
     "SampleFiles",
     "apply_overrides",

@@ -37,6 +37,7 @@ class Run:
         data: the splits (:class:`gebm_ppl.data.UCIData`, in the model's whitened space).
         config: the run configuration.
         info: the contents of ``run.json``.
+        already_done: :func:`~gebm_ppl.runs.fit_run` found this run complete and fitted nothing.
     """
 
     path: Path
@@ -44,6 +45,7 @@ class Run:
     data: object
     config: dict
     info: dict
+    already_done: bool = False
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -168,6 +170,10 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     info = read_json(run_dir / RUN_FILE)
     if info.get("format") != RUN_FORMAT:
         raise ValueError(f"{str(run_dir / RUN_FILE)!r} is not a gebm_ppl run file.")
+    if info.get("status") == "failed":
+        failure = info.get("failure") or {}
+        raise ValueError(f"the run in {str(run_dir)!r} failed, so there is no model to use: "
+                         f"{failure.get('message') or 'its training diverged.'}")
     if info.get("status") != "done" or not (run_dir / GEBM_FILE).is_file():
         raise ValueError(f"the run in {str(run_dir)!r} is unfinished; re-run the same 'gebm fit' command to finish it.")
     gebm = GEBM.load(run_dir / GEBM_FILE).eval()

@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 
 from .. import __version__, distributed
+from .._threads import torch_threads
 from ..gebm import GEBM
 from .config import build_base, build_energy, check_config, has_density, init_seed, validate_config
+from .failure import RunFailed, failure_record
 from .files import (
     CHECKPOINTS,
     GEBM_FILE,
@@ -116,6 +118,22 @@ def _check_identity(run_dir: Path, identity: dict, say) -> dict | None:
     return old
 
 
+def _replaces_failed(run_dir: Path, identity: dict, say) -> bool:
+    """Whether ``run_dir`` holds a failed run with other settings, which a new fit replaces (True) rather than
+    refusing as a mismatch: a diverged run holds nothing worth keeping, and the user changed what it said."""
+    try:
+        old = read_json(run_dir / RUN_FILE)
+    except ValueError:
+        return False
+    if old.get("format") != RUN_FORMAT or old.get("status") != "failed":
+        return False
+    if json.dumps(old.get("identity"), sort_keys=True) == json.dumps(identity, sort_keys=True):
+        return False
+    say(f"replacing the failed run in {run_dir} (it diverged in its {(old.get('failure') or {}).get('stage')} "
+        "stage) with this one")
+    return True
+
+
 def fit_run(
     run_dir: str | os.PathLike,
     data,
@@ -144,7 +162,8 @@ def fit_run(
         seed: seed of the initial weights (:func:`build_gebm`: the base from ``seed``, the energy from
             :func:`~gebm_ppl.runs.init_seed` (seed, "energy")) and of every training loop. The numbers
             are bit-identical for the same seed, configuration, torch version, CPU kind and torch thread
-            count (``torch.get_num_threads()``, recorded in ``run.json``; ``gebm fit`` uses 1 thread).
+            count (recorded in ``run.json``: one thread for a small network unless the caller chose a
+            count, :mod:`gebm_ppl._threads`; ``gebm fit`` uses ``--threads``, default 1).
         device: ``"cpu"``, ``"cuda"``, ... (default: CPU).
         progress: tqdm bars (None: only on a terminal).
         checkpoint_every: checkpoint every this many optimizer steps (default: every epoch).
@@ -157,8 +176,16 @@ def fit_run(
     Raises:
         ValueError, TypeError: a bad configuration value (before training).
         RunMismatch: ``run_dir`` holds a run with other data, seed or configuration (and not ``overwrite``).
-        gebm_ppl.TrainingDiverged: a training loss became non-finite (the checkpoints stay).
+        RunFailed: a stage diverged (a :class:`gebm_ppl.TrainingDiverged`, with the loop's own as its
+            ``__cause__``): ``run.json``
+            then records ``"status": "failed"`` and a ``failure`` entry (stage, step, the setting to lower);
+            the checkpoints stay. A later fit with other settings replaces the failed run; one with the
+            same settings is refused (RunMismatch), as it would diverge again.
+
+    The returned run has ``already_done = True`` when ``run_dir`` already held this run, complete.
     """
+    from ..training import TrainingDiverged
+
     say = log or (lambda msg: None)
     distributed.init(device)  # under torchrun: the ranks train together; rank 0 alone writes the folder
     main = distributed.is_main()
@@ -168,14 +195,23 @@ def fit_run(
     identity = {"data": data_identity(data.metadata), "seed": int(seed), "config": config}
     info_path = run_dir / RUN_FILE
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if info_path.exists() and not overwrite and _replaces_failed(run_dir, identity, say):
+        overwrite = True
     if info_path.exists() and not overwrite:
         old = _check_identity(run_dir, identity, say)
         if old.get("status") == "done" and (run_dir / GEBM_FILE).is_file():
-            say(f"{run_dir} already holds this finished run; nothing to do.")
-            return load_run(run_dir)
+            say(f"{run_dir} already holds this finished run, complete: nothing was fitted (overwrite=True, "
+                "gebm fit --overwrite, fits it again).")
+            run = load_run(run_dir)
+            run.already_done = True
+            return run
+        if old.get("status") == "failed":
+            record = old.get("failure") or {}
+            raise RunMismatch(f"{record.get('message') or 'this run failed.'} Fitting it again with the same "
+                              "settings would fail the same way.")
         say(f"continuing the unfinished run in {run_dir}")
         started = old.get("started", started)
-    elif overwrite and main:
+    if overwrite and main:
         stale = [run_dir / n for n in (RUN_FILE, GEBM_FILE, HISTORY_FILE, *CHECKPOINTS.values())]
         for path in [*stale, *run_dir.glob("evaluation-*.json")]:
             path.unlink(missing_ok=True)
@@ -201,17 +237,26 @@ def fit_run(
         gebm.to(device)
     common = dict(seed=int(seed), progress=progress, checkpoint_every=checkpoint_every)
     stages = {}
-    for stage in ("mle", "kale") if has_density(config) else ("adversarial",):
-        path = run_dir / CHECKPOINTS[stage]
-        resume = path if path.is_file() else None
-        say(f"{stage}: resuming from {path}" if resume is not None else f"{stage}: training")
-        loop = dict(common, checkpoint_path=path, resume=resume)
-        if stage == "mle":
-            history = train_base_mle(gebm.base, data, config["mle"], **loop)
-        else:
-            history = STAGES[stage](gebm, data, config[stage], **loop)
-        stages[stage] = history
-        say(f"{stage}: {history!r}")
+    with torch_threads(model=gebm) as threads:  # one thread for small nets unless chosen (gebm_ppl._threads)
+        info["threads"] = threads  # what the loops use: the numbers depend on it
+        for stage in ("mle", "kale") if has_density(config) else ("adversarial",):
+            path = run_dir / CHECKPOINTS[stage]
+            resume = path if path.is_file() else None
+            say(f"{stage}: resuming from {path}" if resume is not None else f"{stage}: training")
+            loop = dict(common, checkpoint_path=path, resume=resume)
+            try:
+                if stage == "mle":
+                    history = train_base_mle(gebm.base, data, config["mle"], **loop)
+                else:
+                    history = STAGES[stage](gebm, data, config[stage], **loop)
+            except TrainingDiverged as e:  # recorded; the message names the setting to change
+                record = failure_record(stage, e, config)
+                info.update(status="failed", failed=time.strftime("%Y-%m-%dT%H:%M:%S%z"), failure=record)
+                if main:
+                    write_json(info_path, info)
+                raise RunFailed(record["message"], record, e) from e
+            stages[stage] = history
+            say(f"{stage}: {history!r}")
     gebm.eval()
     info.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), summary=_summary(stages))
     if main:
@@ -219,4 +264,4 @@ def fit_run(
         gebm.save(run_dir / GEBM_FILE, run_dir=str(run_dir.resolve()), seed=int(seed))
         write_json(info_path, info)
     distributed.barrier()
-    return Run(run_dir, gebm.cpu(), data, config, info)
+    return Run(run_dir, gebm.cpu(), data, config, info, already_done=False)

@@ -17,18 +17,11 @@ __all__ = ["SampleFiles", "default_backend", "read_samples", "sample_run", "whit
 
 
 def default_backend(method: str = "nuts") -> str:
-    """The CLI's backend for ``method``: ``"numpyro"`` (JIT-compiled JAX, several times faster) when the method
-    has a NumPyro implementation and JAX and NumPyro can be imported, else ``"pyro"``."""
-    from ..sampling import get_sampler
+    """The CLI's backend for ``method`` (:func:`gebm_ppl.sampling.driver.auto_backend`, ``backend="auto"``):
+    ``"numpyro"`` when the method has a NumPyro implementation and JAX and NumPyro import, else ``"pyro"``."""
+    from ..sampling.driver import auto_backend
 
-    if "numpyro" not in get_sampler(method).backends:
-        return "pyro"
-    try:
-        import jax  # noqa: F401
-        import numpyro  # noqa: F401
-    except ImportError:
-        return "pyro"
-    return "numpyro"
+    return auto_backend(method)
 
 
 @dataclass
@@ -75,7 +68,7 @@ def sample_run(
     num_chains: int = 4,
     temperature: float = 1.0,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool | None = None,
     **method_kwargs,
 ) -> SampleFiles:
     """Sample a fitted run's GEBM in latent space (:func:`gebm_ppl.sample_latent`) and write the draws.
@@ -99,7 +92,7 @@ def sample_run(
         num_chains: number of chains.
         temperature: energy temperature T (1 samples the model).
         seed: sampler seed.
-        progress: show a progress bar.
+        progress: as :func:`gebm_ppl.sample_latent` (None: a bar on a terminal, periodic lines elsewhere).
         **method_kwargs: sampler settings (see :func:`gebm_ppl.sample_latent`).
 
     Returns:

@@ -37,9 +37,8 @@ InferenceData layout (shared by both backends):
     Hamiltonian U + ½ rᵀM⁻¹r; Pyro records it at the start of the transition, after the momentum
     refresh, NumPyro at the selected point; both give ArviZ's E-BFMI), and for NUTS ``tree_depth``
     (the number of tree doublings, ⌈log₂(n_steps + 1)⌉);
-    The Pyro backend reads Pyro's public diagnostics, which count accepted transitions: there
-    ``acceptance_rate`` is 1.0 for an accepted transition and 0.0 otherwise (its mean over draws is
-    Pyro's acceptance rate); NumPyro records the acceptance probability itself;
+    both backends record the acceptance probability itself (Pyro: the value its progress bar averages
+    as "acc. prob"; NumPyro: ``accept_prob``), so its mean is comparable with ``target_accept_prob``;
   - MALA, IMH: ``accepted`` (bool) and ``acceptance_rate`` (the acceptance probability);
   - ULA, kinetic, MALA: ``step_size`` (the scheduled step of the transition);
   - SIR: ``importance_ess`` (effective sample size of the proposals' weights);
@@ -55,21 +54,26 @@ InferenceData layout (shared by both backends):
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from .._threads import torch_threads
 from .._validation import check_positive_float
 from .driver import (
     CountingPotential,
     LatentPotential,
+    auto_backend,
     check_chain_method,
     check_count,
     check_init,
     data_space,
+    progress_mode,
     run_attrs,
     run_torch,
     sampling_mode,
@@ -99,6 +103,23 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+@contextlib.contextmanager
+def _numpyro_progress(progress: bool | None, method: str, num_chains: int, transitions: int) -> Iterator[bool]:
+    """NumPyro's bar on a terminal (yields True); elsewhere a line before and after the compiled run, which
+    cannot report from inside (yields False)."""
+    mode = progress_mode(progress)
+    if mode != "lines":
+        yield mode == "bar"
+        return
+    from ..training._progress import _emit, format_duration
+
+    t0 = time.perf_counter()
+    _emit(f"sampling: {method} (numpyro), {num_chains} chain(s) x {transitions} transitions, compiled: "
+          "no progress lines until it ends")
+    yield False
+    _emit(f"sampling: done in {format_duration(time.perf_counter() - t0)}")
+
+
 def sample_latent(
     gebm,
     method: str = "nuts",
@@ -110,7 +131,7 @@ def sample_latent(
     temperature: float = 1.0,
     init: Tensor | None = None,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool | None = None,
     chain_method: str | None = None,
     **method_kwargs,
 ):
@@ -124,9 +145,13 @@ def sample_latent(
         gebm: a :class:`gebm_ppl.GEBM`.
         method: a registered method (``gebm_ppl.sampling.METHODS``): ``"nuts"``, ``"hmc"``, ``"ula"``,
             ``"kinetic"``, ``"mala"``, ``"imh"``, ``"sir"``, ``"dot"``, ...
-        backend: ``"pyro"`` (torch) or ``"numpyro"`` (JAX, through
-            :func:`gebm_ppl.numpyro.mcmc.sample_latent_numpyro`); ``SAMPLERS[method].backends`` lists
-            those of a method (every method but SIR has both).
+        backend: ``"pyro"`` (torch, the default), ``"numpyro"`` (JAX, through
+            :func:`gebm_ppl.numpyro.mcmc.sample_latent_numpyro`) or ``"auto"``; ``SAMPLERS[method].backends``
+            lists those of a method (every method but SIR has both). The rule: Python calls default to
+            ``"pyro"``, the model's own torch modules with no JAX needed and no compilation (what a Pyro
+            user expects of a torch library); ``gebm sample`` uses ``"auto"``: NumPyro when the method has
+            a NumPyro kernel and JAX and NumPyro import (JIT-compiled, several times faster on long chains
+            of a saved model), else Pyro. The draws of the two backends agree in law, not bit for bit.
         num_samples: draws kept per chain.
         warmup_steps: transitions per chain discarded first (adaptation for NUTS/HMC; burn-in for the
             Langevin samplers and IMH; ignored by SIR and DOT, whose draws are independent).
@@ -134,7 +159,10 @@ def sample_latent(
         temperature: T > 0.
         init: ``[C, d]`` finite starting points; None draws them from η = N(0, I) with ``seed``.
         seed: seed of every random draw of the run (an integer ≥ 0); the global RNG state is left as is.
-        progress: show a progress bar.
+        progress: None (default) or True: on a terminal a progress bar (Pyro's or NumPyro's for NUTS/HMC,
+            tqdm's for the batched torch samplers), elsewhere (a log file, a pipe) a line every 10 s once a
+            run lasts that long (NumPyro's compiled run: a line when it starts and one when it ends); the
+            training loops' rule. False: nothing.
         chain_method: how the chains run; None is the backend's default. NumPyro: ``"vectorized"``
             (default: one compiled program batched over the chains), ``"parallel"`` (one JAX device per
             chain with ``pmap``; on CPU request host devices first, :func:`gebm_ppl.numpyro.set_host_devices`)
@@ -172,14 +200,16 @@ def sample_latent(
     """
     if not hasattr(gebm, "latent_potential") or not hasattr(gebm, "base"):
         raise TypeError(f"'gebm' should be a gebm_ppl.GEBM. Got {type(gebm).__name__}.")
+    if backend == "auto":
+        backend = auto_backend(get_sampler(method).name)
     spec = spec_for(method, backend)
     num_samples = check_count(num_samples, "num_samples", 1)
     warmup_steps = check_count(warmup_steps, "warmup_steps", 0)
     num_chains = check_count(num_chains, "num_chains", 1)
     seed = check_count(seed, "seed", 0)
     temperature = check_positive_float(temperature, "temperature")
-    if not isinstance(progress, bool):
-        raise TypeError(f"'progress' should be a bool. Got {progress!r}.")
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"'progress' should be True, False or None. Got {progress!r}.")
     settings = spec.validate(method_kwargs, backend)
     chain_method = check_chain_method(spec, backend, chain_method)
     potential = LatentPotential(gebm, temperature)
@@ -188,23 +218,25 @@ def sample_latent(
         init = check_init(init, num_chains, d, potential.dtype, potential.device)
 
     if backend == "numpyro":
-        return numpyro_backend("latent")(
-            gebm,
-            method=method,
-            num_samples=num_samples,
-            warmup_steps=warmup_steps,
-            num_chains=num_chains,
-            temperature=temperature,
-            init=init,
-            seed=seed,
-            progress=progress,
-            chain_method=chain_method,
-            **method_kwargs,
-        )
+        runner = numpyro_backend("latent")
+        with _numpyro_progress(progress, method, num_chains, warmup_steps + num_samples) as bar:
+            return runner(
+                gebm,
+                method=method,
+                num_samples=num_samples,
+                warmup_steps=warmup_steps,
+                num_chains=num_chains,
+                temperature=temperature,
+                init=init,
+                seed=seed,
+                progress=bar,
+                chain_method=chain_method,
+                **method_kwargs,
+            )
 
     from ..inference_data import build_inference_data
 
-    with sampling_mode(gebm):
+    with sampling_mode(gebm), torch_threads(model=gebm):  # small nets: one thread unless chosen (_threads)
         z, stats, elapsed = run_torch(spec, potential, init, num_samples, warmup_steps, num_chains, seed,
                                        progress, settings, chain_method)
         x = data_space(gebm, z)
@@ -222,7 +254,7 @@ def sample_potential(
     warmup_steps: int = 500,
     *,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool | None = None,
     forward: Callable | None = None,
     chain_method: str | None = None,
     **method_kwargs,
@@ -241,7 +273,7 @@ def sample_potential(
         num_samples: draws kept per chain.
         warmup_steps: transitions per chain discarded first.
         seed: seed of every random draw of the run.
-        progress: show a progress bar.
+        progress: as in :func:`sample_latent` (None: a bar on a terminal, periodic lines elsewhere).
         **method_kwargs: the method's settings (as in :func:`sample_latent`).
         forward: optional map z → x stored as the posterior ``x`` (default: x = z).
         chain_method: how the chains run (as in :func:`sample_latent`; Pyro's parallel chains fork or
@@ -267,9 +299,11 @@ def sample_potential(
     settings = spec.validate(method_kwargs, backend)
     chain_method = check_chain_method(spec, backend, chain_method)
     if backend == "numpyro":
-        return numpyro_backend("potential")(potential_fn, init, method, num_samples, warmup_steps, seed=seed,
-                                            progress=progress, forward=forward, chain_method=chain_method,
-                                            **method_kwargs)
+        runner = numpyro_backend("potential")
+        with _numpyro_progress(progress, method, len(init), warmup_steps + num_samples) as bar:
+            return runner(potential_fn, init, method, num_samples, warmup_steps, seed=seed,
+                          progress=bar, forward=forward, chain_method=chain_method,
+                          **method_kwargs)
     from ..inference_data import build_inference_data
 
     if not isinstance(init, Tensor):

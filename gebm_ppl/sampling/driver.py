@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -16,6 +18,9 @@ from .registry import BACKENDS, SamplerSpec, get_sampler, scheduled_step_size
 __all__ = [
     "CountingPotential",
     "batched_runner",
+    "SamplingProgress",
+    "auto_backend",
+    "progress_mode",
     "NUMPYRO_CHAIN_METHODS",
     "check_chain_method",
     "check_count",
@@ -167,6 +172,79 @@ class Kernel(NamedTuple):
     stats: Callable[[Any], dict[str, Tensor]]
 
 
+def progress_mode(progress: bool | None, stream=None) -> str:
+    """``"off"`` (progress False), ``"bar"`` (True or None on a terminal) or ``"lines"`` (True or None elsewhere)."""
+    stream = sys.stderr if stream is None else stream
+    if progress is False:
+        return "off"
+    return "bar" if bool(getattr(stream, "isatty", lambda: False)()) else "lines"
+
+
+class SamplingProgress:
+    """Progress of a sampling run, with the training loops' rule (:mod:`gebm_ppl.training._progress`).
+
+    ``progress`` False: nothing. True or None on a terminal (stderr is a TTY): a tqdm bar over transitions.
+    True or None elsewhere (a log file, a pipe, a notebook's captured stream): one line every ``interval``
+    seconds (default :data:`~gebm_ppl.training._progress.PROGRESS_INTERVAL`, 10 s) once a run has lasted
+    that long, and a last line when it ends, to standard error or the ``gebm_ppl.training`` logger; a
+    run shorter than ``interval`` writes nothing.
+
+    Args:
+        progress: True, False or None.
+        total: transitions to run (warmup included).
+        desc: the first word of every line.
+        interval: seconds between two lines off a terminal.
+        stream: the stream whose ``isatty()`` decides (default ``sys.stderr``).
+    """
+
+    def __init__(self, progress: bool | None, total: int, desc: str = "sampling", interval: float | None = None,
+                 stream=None):
+        from ..training._progress import PROGRESS_INTERVAL
+
+        stream = sys.stderr if stream is None else stream
+        self.mode = progress_mode(progress, stream)
+        self.total, self.desc, self.done, self.lines = int(total), desc, 0, 0
+        self.interval = PROGRESS_INTERVAL if interval is None else float(interval)
+        self.t0 = self.last = time.perf_counter()
+        self.bar = None
+        if self.mode == "bar":
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc=desc, file=stream)
+
+    def _line(self, final: bool = False) -> None:
+        from ..training._progress import _emit, format_duration
+
+        elapsed = time.perf_counter() - self.t0
+        if final:
+            _emit(f"{self.desc}: done, {self.done} transitions in {format_duration(elapsed)}")
+            return
+        eta = elapsed / self.done * max(self.total - self.done, 0) if self.done else math.nan
+        _emit(f"{self.desc}: transition {self.done}/{self.total} | elapsed {format_duration(elapsed)} "
+              f"ETA {format_duration(eta)}")
+        self.lines += 1
+
+    def update(self, n: int = 1) -> None:
+        """``n`` transitions done."""
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.mode == "lines":
+            now = time.perf_counter()
+            if now - self.last >= self.interval and self.done < self.total:
+                self._line()
+                self.last = now
+
+    def close(self) -> None:
+        """Close the bar; off a terminal, the last line (when a line was written before)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        elif self.mode == "lines" and self.lines:
+            self._line(final=True)
+            self.lines = 0
+
+
 def run_batched(
     kernel: Kernel,
     potential: LatentPotential,
@@ -175,11 +253,11 @@ def run_batched(
     warmup_steps: int,
     generator: torch.Generator,
     thin: int = 1,
-    progress: bool = False,
+    progress: bool | None = False,
     **params,
 ) -> tuple[Tensor, dict[str, Tensor], float]:
     """Run a batched kernel: ``warmup_steps`` discarded transitions, then ``num_samples`` draws, each
-    kept after ``thin`` transitions.
+    kept after ``thin`` transitions. ``progress``: see :class:`SamplingProgress`.
 
     With ``step_size``, ``step_size_decay`` ρ and ``decay_every`` k among the settings, transition t
     (0, 1, ..., warmup included) uses γ_t = γ₀ ρ^⌊t/k⌋, recorded per draw as the statistic ``step_size``.
@@ -194,11 +272,7 @@ def run_batched(
     state = kernel.init(z0, potential, generator=generator, **params)
     total = warmup_steps + num_samples * thin
     draws, stats = [], []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="sampling")
+    bar = SamplingProgress(progress, total)
     try:
         for i in range(total):
             if schedule is not None:
@@ -217,11 +291,9 @@ def run_batched(
                 if schedule is not None:
                     step = float(params["step_size"])
                     stats[-1]["step_size"] = torch.full(state.z.shape[:1], step, dtype=torch.float64)
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     z = torch.stack(draws, 1)
     sample_stats = {name: torch.stack([s[name] for s in stats], 1) for name in stats[0]}
     return z, sample_stats, time.perf_counter() - start
@@ -285,6 +357,19 @@ def check_chain_method(spec: SamplerSpec, backend: str, chain_method: object) ->
     return chain_method
 
 
+def auto_backend(method: str = "nuts") -> str:
+    """``backend="auto"``, the rule of ``gebm sample``: ``"numpyro"`` (JIT-compiled JAX, several times faster)
+    when ``method`` has a NumPyro implementation and JAX and NumPyro import, else ``"pyro"``."""
+    if "numpyro" not in get_sampler(method).backends:
+        return "pyro"
+    try:
+        import jax  # noqa: F401
+        import numpyro  # noqa: F401
+    except ImportError:
+        return "pyro"
+    return "numpyro"
+
+
 def _plain(value: object) -> bool:
     return isinstance(value, int | float | str)
 
@@ -292,7 +377,7 @@ def _plain(value: object) -> bool:
 def spec_for(method: object, backend: object) -> SamplerSpec:
     spec = get_sampler(method)  # ValueError naming the known methods
     if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: expected one of {list(BACKENDS)}.")
+        raise ValueError(f"unknown backend {backend!r}: expected one of {[*BACKENDS, 'auto']}.")
     return spec
 
 

@@ -1,9 +1,10 @@
 """NUTS and HMC in latent space through Pyro's MCMC with a ``potential_fn``, chains one after another or in processes.
 
-Per-draw statistics come from Pyro's public interfaces only: ``MCMC(hook_fn=...)`` is called after
-every transition with the kernel and the new point; the kernel's ``diagnostics()`` (divergences, the
-acceptance count) and ``step_size``; the potential function (ours: it counts gradient evaluations and
-caches U at the points it is evaluated at); and an effect handler (a
+Per-draw statistics come from Pyro's public interfaces, and one attribute: ``MCMC(hook_fn=...)`` is called
+after every transition with the kernel and the new point; the kernel's ``diagnostics()`` (divergences) and
+``step_size``; the running mean ``_mean_accept_prob`` of the acceptance probability (what Pyro's bar
+shows as "acc. prob"), from which each transition's own probability follows; the potential function
+(ours: it counts gradient evaluations and caches U at the points it is evaluated at); and an effect handler (a
 :class:`pyro.poutine.messenger.Messenger`, entered around the kernel's public ``sample``) that observes
 the momentum draw ``r_t=…`` of each transition, from which the Hamiltonian at its start
 is U(z) + ½‖r‖² (Pyro draws r ∼ N(0, I) and scales it by the mass matrix, so K = ½‖r‖² in those units).
@@ -29,7 +30,7 @@ from pyro.infer.mcmc import HMC, MCMC, NUTS
 from pyro.poutine.messenger import Messenger
 from torch import Tensor
 
-from .driver import CountingPotential
+from .driver import CountingPotential, SamplingProgress, progress_mode
 from .registry import SamplerSpec, register_sampler
 
 __all__ = ["CHAIN_METHODS", "SPECS", "check_kernel_kwargs", "max_parallel_chains", "run_pyro_mcmc"]
@@ -56,13 +57,32 @@ def _observed(kernel_class: type) -> type:
             return super().setup(warmup_steps, *args, **kwargs)
 
         def sample(self, params):
+            before = self._mean_accept_prob
             with self.momentum:
-                return super().sample(params)
+                out = super().sample(params)
+            self.recorder.accept_prob = _transition_accept_prob(self, before)
+            return out
 
     Observed.__name__ = Observed.__qualname__ = f"Observed{kernel_class.__name__}"
     Observed.__module__ = __name__
     globals()[Observed.__name__] = Observed  # importable by name: picklable for mp_context="spawn"
     return Observed
+
+
+def _transition_accept_prob(kernel, before: float) -> float:
+    """The acceptance probability of the transition just made, from Pyro's running mean of it.
+
+    Pyro's HMC/NUTS ``sample`` updates ``_mean_accept_prob`` m with the transition's acceptance
+    probability a (HMC: min(1, e^{−ΔH}); NUTS: the mean of min(1, e^{−ΔH}) over the tree's proposals)
+    as m_n = m_{n−1} + (a − m_{n−1}) / n, n counting the warmup transitions, then again the draws from
+    1 (so m_1 = a of the first draw). Hence a = n·m_n − (n − 1)·m_{n−1}, clamped to [0, 1] against
+    round-off. This is the statistic that Pyro's progress bar averages ("acc. prob") and that NumPyro
+    records as ``accept_prob``.
+    """
+    t, warmup = kernel._t, kernel._warmup_steps
+    n = t - warmup if t > warmup else t
+    a = n * kernel._mean_accept_prob - (n - 1) * before
+    return min(max(float(a), 0.0), 1.0)
 
 
 class _MomentumRecorder(Messenger):
@@ -91,8 +111,9 @@ class _Recorder:
         self.last_lp = math.nan
         self.last_key = b""
         self.last_evals = potential.num_grad_evals
-        self.accepted = 0
+        self.accept_prob = math.nan  # set by the kernel after each transition (_transition_accept_prob)
         self.divergences = 0
+        self.progress: SamplingProgress | None = None  # progress lines off a terminal (a bar is Pyro's own)
         self.done: Path | None = None  # parallel chains: the file the worker writes its records to
         self.first_counts = (0, 0)  # parallel chains: the worker's potential counts when its chain started
 
@@ -113,26 +134,26 @@ class _Recorder:
         return lp
 
     def __call__(self, kernel, params: dict, stage: str, i: int) -> None:
+        if self.progress is not None:
+            self.progress.update(1)
         lp_start = self.last_lp
         self.last_lp = lp = self._lp(params["z"])
         self.cache.clear()
         evals, self.last_evals = self.potential.num_grad_evals - self.last_evals, self.potential.num_grad_evals
         if not stage.startswith("Sample"):
             return
-        diag = kernel.diagnostics()
-        accepted = round(diag["acceptance rate"] * (i + 1))
-        divergences = len(diag["divergences"])
+        divergences = len(kernel.diagnostics()["divergences"])
         self.records.append(
             {
                 "diverging": divergences > self.divergences,
-                "accepted": accepted > self.accepted,
+                "acceptance_rate": self.accept_prob,
                 "step_size": float(kernel.step_size),
                 "n_steps": evals,
                 "lp": lp,
                 "energy": -lp_start + self.momentum.kinetic,
             }
         )
-        self.accepted, self.divergences = accepted, divergences
+        self.divergences = divergences
         if self.done is not None and i == self.num_samples - 1:  # a worker's last draw: hand the records over
             grads, evals = self.first_counts
             counts = (self.potential.num_grad_evals - grads, self.potential.num_evals - evals)
@@ -215,7 +236,7 @@ def run_pyro_mcmc(
     method: str,
     num_samples: int,
     warmup_steps: int,
-    progress: bool = False,
+    progress: bool | None = False,
     chain_method: str = "sequential",
     **kernel_kwargs,
 ) -> tuple[Tensor, dict[str, Tensor], float]:
@@ -234,7 +255,8 @@ def run_pyro_mcmc(
         method: ``"nuts"`` or ``"hmc"``.
         num_samples: draws per chain after the warmup.
         warmup_steps: adaptation steps per chain (step size and diagonal mass matrix by default).
-        progress: show Pyro's progress bar.
+        progress: True, False or None (:class:`~gebm_ppl.sampling.driver.SamplingProgress`): on a terminal
+            Pyro's progress bar, elsewhere a line every 10 s.
         chain_method: ``"sequential"`` or ``"parallel"`` (at most :func:`max_parallel_chains` chains,
             Pyro's limit, which otherwise falls back to sequential chains).
         **kernel_kwargs: passed to :class:`pyro.infer.mcmc.NUTS` / :class:`~pyro.infer.mcmc.HMC`
@@ -242,8 +264,8 @@ def run_pyro_mcmc(
 
     Returns:
         z ``[C, num_samples, d]``, sample statistics ``{name: [C, num_samples]}``, wall time in seconds.
-        Statistics: ``diverging``, ``acceptance_rate`` (1.0 if the transition was accepted, from Pyro's
-        acceptance count, else 0.0: its mean over draws is Pyro's acceptance rate),
+        Statistics: ``diverging``, ``acceptance_rate`` (the transition's mean Metropolis acceptance
+        probability, as Pyro's progress bar and NumPyro's ``accept_prob``: :func:`_transition_accept_prob`),
         ``step_size``, ``n_steps`` (gradient evaluations), ``lp`` = −U, ``energy`` (the Hamiltonian at
         the start of the transition, after the momentum refresh) and for NUTS ``tree_depth``.
 
@@ -273,12 +295,11 @@ def run_pyro_mcmc(
         z, records = _run_sequential(potential, cache, potential_fn, init, chain_seeds, method, num_samples,
                                      warmup_steps, progress, devices, kernel_kwargs)
     elapsed = time.perf_counter() - start
-    dtypes = {"diverging": torch.bool, "accepted": torch.bool, "n_steps": torch.long}
+    dtypes = {"diverging": torch.bool, "n_steps": torch.long}
     stats = {
         name: torch.tensor([[r[name] for r in rec] for rec in records], dtype=dtypes.get(name, torch.float64))
         for name in records[0][0]
     }
-    stats["acceptance_rate"] = stats.pop("accepted").to(torch.float64)
     if method == "nuts":
         # the number of tree doublings j: a trajectory built in j doublings has 2^(j−1) < n_steps + 1 ≤ 2^j
         stats["tree_depth"] = torch.tensor(
@@ -291,8 +312,11 @@ def _run_sequential(potential, cache, potential_fn, init, chain_seeds, method, n
                     devices, kernel_kwargs):
     """The chains one after another in this process: z ``[C, N, d]`` and each chain's records."""
     draws, records = [], []
+    bar = progress_mode(progress) == "bar"  # Pyro's bar; off a terminal, our lines over all chains
+    lines = SamplingProgress(progress if not bar else False, len(chain_seeds) * (warmup_steps + num_samples))
     for c, chain_seed in enumerate(chain_seeds):
         recorder = _Recorder(potential, cache, warmup_steps, num_samples)
+        recorder.progress = lines
         kernel = _OBSERVED[method](potential_fn=potential_fn, recorder=recorder, **kernel_kwargs)
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(chain_seed)
@@ -302,7 +326,7 @@ def _run_sequential(potential, cache, potential_fn, init, chain_seeds, method, n
                 warmup_steps=warmup_steps,
                 initial_params={"z": init[c].detach()},
                 num_chains=1,
-                disable_progbar=not progress,
+                disable_progbar=not bar,
                 hook_fn=recorder,
             )
             cache.clear()
@@ -310,6 +334,7 @@ def _run_sequential(potential, cache, potential_fn, init, chain_seeds, method, n
             mcmc.run()
         draws.append(mcmc.get_samples()["z"])
         records.append(recorder.records)
+    lines.close()
     return torch.stack(draws), records
 
 
@@ -320,6 +345,9 @@ def _run_parallel(potential, cache, potential_fn, init, chain_seeds, method, num
     context = "fork" if sys.platform == "linux" and init.device.type == "cpu" else "spawn"
     with tempfile.TemporaryDirectory(prefix="gebm_chains_") as folder:
         recorder = _Recorder(potential, cache, warmup_steps, num_samples)
+        bar = progress_mode(progress) == "bar"  # Pyro's bars; off a terminal, each worker writes its chain's lines
+        recorder.progress = SamplingProgress(progress if not bar else False, warmup_steps + num_samples,
+                                             desc="sampling (one chain)")
         parallel = _Parallel(init, chain_seeds, folder, max(1, torch.get_num_threads() // num_chains))
         kernel = _OBSERVED[method](potential_fn=potential_fn, recorder=recorder, parallel=parallel, **kernel_kwargs)
         with torch.random.fork_rng(devices=devices):
@@ -331,7 +359,7 @@ def _run_parallel(potential, cache, potential_fn, init, chain_seeds, method, num
                 initial_params={"z": init.detach()},
                 num_chains=num_chains,
                 mp_context=context,
-                disable_progbar=not progress,
+                disable_progbar=not bar,
                 hook_fn=recorder,
             )
             mcmc.run()

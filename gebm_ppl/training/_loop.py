@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from .. import distributed
+from .._threads import model_threads
 from ._checkpoint import (
     TRAINING_FORMAT,
     TRAINING_VERSION,
@@ -394,6 +395,7 @@ class Loop:
         return Progress(self.progress, self.desc, total, initial=self.epoch, keys=keys, interval=self.progress_interval)
 
     # ---------------------------------------------------------------- run
+    @model_threads  # one torch thread for a small model unless the user chose a count (gebm_ppl._threads)
     def run(self, train_step: Callable[[Tensor, int], dict], evaluate: Callable[[], dict]) -> TrainingHistory:
         """Train until ``epochs``, patience, a callback or ``max_steps`` stops it; restore the best weights."""
         h = self.history
