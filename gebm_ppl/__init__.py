@@ -38,6 +38,7 @@ _LAZY = {
     "to_jax": "gebm_ppl.jax",
     "NSF": "gebm_ppl.nsf",
     "evaluate_gebm": "gebm_ppl.evaluation",
+    "GEBMDensity": "gebm_ppl.sklearn",
 }
 _LAZY_MODULES = {
     "data",
