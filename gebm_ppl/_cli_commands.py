@@ -388,6 +388,9 @@ def _run_sample(args, prepared) -> int:
     attrs = post.attrs
     print(f"Drew {post.sizes['chain']} x {post.sizes['draw']} samples with {args.method} ({args.backend}) "
           f"in {_fmt(attrs.get('sampling_time'), digits=1)} s")
+    if "x_data" in post:
+        print(f"x_data: the draws in the data's units, by column ({', '.join(map(str, post['column'].values[:3]))}"
+              f"{', ...' if post.sizes['column'] > 3 else ''}); x: the model's whitened PCA coordinates")
     _wrote([files.hdf5, files.netcdf])
     print(f"Next: gebm diagnose {files.netcdf} --plots {Path(files.netcdf).parent / 'plots'}")
     return EXIT_OK

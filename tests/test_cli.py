@@ -234,9 +234,10 @@ def test_sample_writes_draws_in_data_units_and_diagnose_labels_them(fitted, tmp_
     import arviz as az
 
     out = tmp_path / "ula.h5"
-    code, _, err = run_cli("sample", fitted, "-n", 8, "--warmup", 5, "--chains", 2, "--method", "ula",
-                           "--backend", "pyro", "--step-size", 0.01, "--out", out)
+    code, stdout, err = run_cli("sample", fitted, "-n", 8, "--warmup", 5, "--chains", 2, "--method", "ula",
+                                "--backend", "pyro", "--step-size", 0.01, "--out", out)
     assert code == EXIT_OK, err
+    assert "x_data: the draws in the data's units, by column (fixed acidity, volatile acidity" in stdout
     idata = az.from_netcdf(out.with_suffix(".nc"))
     x_data = idata.posterior["x_data"]
     assert x_data.dims == ("chain", "draw", "column") and x_data["column"].values[-1] == "alcohol"
