@@ -14,7 +14,7 @@ tail ESS below :data:`MIN_ESS` = 400 (100 per chain for 4 chains; the ``min_ess`
 :func:`arviz.plot_ess`), any divergence, E-BFMI below :data:`MIN_E_BFMI` = 0.3 (Betancourt, 2016),
 and fewer than :data:`MIN_DRAWS` = 4 draws per chain (ArviZ's minimum for R-hat and ESS).
 
-Length: the summary table and the four plot kinds share the InferenceData handling and the atomic PNG
+Length: the tables, the verdict and the plot kinds share the InferenceData handling and the atomic PNG
 writer, so they stay in one module.
 """
 

@@ -142,6 +142,10 @@ class GEBMDensity(DensityMixin, BaseEstimator):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ValueError(f"'{name}' should be a positive number. Got {value!r}.")
+        patience = self.patience
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int | np.integer)
+                                     or patience < 1):
+            raise ValueError(f"'patience' should be None or a positive integer. Got {self.patience!r}.")
         if not (isinstance(self.penalty, int | float) and math.isfinite(self.penalty) and self.penalty >= 0):
             raise ValueError(f"'penalty' should be a non-negative number. Got {self.penalty!r}.")
 

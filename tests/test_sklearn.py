@@ -94,6 +94,8 @@ def test_fit_is_seeded_and_errors_are_named():
         GEBMDensity(mle_epochs=0).fit(x)
     with pytest.raises(ValueError, match=r"'validation_fraction' should be in \[0, 1\)"):
         GEBMDensity(validation_fraction=1.5).fit(x)
+    with pytest.raises(ValueError, match="'patience' should be None or a positive integer"):
+        GEBMDensity(patience=0).fit(x)
     with pytest.raises(ValueError, match="n_samples = 3 for n_features = 3"):
         GEBMDensity(**TINY).fit(x[:3])
     with pytest.raises(ValueError, match="cannot whiten"):
