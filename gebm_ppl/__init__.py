@@ -39,6 +39,7 @@ _LAZY = {
     "from_pyro": "gebm_ppl.pyro.reparam",
     "to_jax": "gebm_ppl.jax",
     "evaluate_gebm": "gebm_ppl.evaluation",
+    "GEBMDensity": "gebm_ppl.sklearn",
 }
 _LAZY_MODULES = {
     "cli": "gebm_ppl.cli",

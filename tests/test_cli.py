@@ -228,6 +228,28 @@ def test_sample_then_diagnose(fitted, tmp_path):
 
 
 @needs_red_wine
+def test_sample_writes_draws_in_data_units_and_diagnose_labels_them(fitted, tmp_path):
+    """Issue 21 item 3: the .nc holds the draws in the data's units by column name (x_data), diagnose labels its
+    tables by column and says that x[i] are whitened coordinates, and ends with a verdict line."""
+    import arviz as az
+
+    out = tmp_path / "ula.h5"
+    code, stdout, err = run_cli("sample", fitted, "-n", 8, "--warmup", 5, "--chains", 2, "--method", "ula",
+                                "--backend", "pyro", "--step-size", 0.01, "--out", out)
+    assert code == EXIT_OK, err
+    assert "x_data: the draws in the data's units, by column (fixed acidity, volatile acidity" in stdout
+    idata = az.from_netcdf(out.with_suffix(".nc"))
+    x_data = idata.posterior["x_data"]
+    assert x_data.dims == ("chain", "draw", "column") and x_data["column"].values[-1] == "alcohol"
+    with h5py.File(out, "r") as f:
+        np.testing.assert_allclose(x_data.values, f["x_original"][()])
+    code, stdout, err = run_cli("diagnose", out.with_suffix(".nc"))
+    assert code == EXIT_OK, err
+    assert "x_data[alcohol]" in stdout and "NOT data column i" in stdout
+    assert stdout.splitlines()[-1].startswith("Verdict: WARNING")  # 8 draws: ESS far below 400
+
+
+@needs_red_wine
 def test_interrupted_fit_resumes_and_finishes_exactly(fitted, workdir):
     """SIGKILL `python -m gebm_ppl fit` after its first checkpoint, run the command again: the resumed run
     continues from the checkpoint and ends with the same weights as the uninterrupted run."""

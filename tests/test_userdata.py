@@ -297,3 +297,52 @@ def test_verdict_sign_convention_and_wording():
         verdict([0.1])
     with pytest.raises(ValueError, match=r"1 of the 3 differences are NaN.*\[2\]"):
         verdict([0.1, np.nan, 0.2])
+
+
+# ------------------------------------------------------------------------------------------ pandas-written files
+def _csv_lines(table: np.ndarray, header: str = "a,b,c", index: bool = False) -> list[str]:
+    lines = [("," if index else "") + header]
+    for i, row in enumerate(table):
+        lines.append((f"{i}," if index else "") + ",".join(repr(float(v)) for v in row))
+    return lines
+
+
+@pytest.mark.parametrize("marker", ["NA", "N/A", "NULL", "<NA>", "n/a", "None", "-nan"])
+def test_pandas_na_markers_are_missing_values(tmp_path, table, marker):
+    lines = _csv_lines(table)
+    lines[4] = f"{lines[4].split(',', 1)[0]},{marker},{lines[4].split(',', 2)[2]}"  # data row 4, column b
+    path = tmp_path / "na.csv"
+    path.write_text("\n".join(lines) + "\n")
+    x, names, _ = read_table(path)
+    assert names == ["a", "b", "c"] and np.isnan(x[3, 1]) and np.isfinite(np.delete(x, 3, axis=0)).all()
+    with pytest.raises(ValueError, match=r"1 rows with missing, NaN or inf values \(first data rows: \[4\].*"
+                                         r"in columns \['b'\]\); remove or impute them first"):
+        load_file(path)
+
+
+def test_pandas_index_column_is_dropped_with_a_warning(tmp_path, table):
+    path = tmp_path / "to_csv.csv"  # as pandas' DataFrame.to_csv writes it: a blank-header index column first
+    path.write_text("\n".join(_csv_lines(table, index=True)) + "\n")
+    with pytest.warns(UserWarning, match="blank header .* a pandas index .* dropped"):
+        x, names, removed = read_table(path)
+    assert names == ["a", "b", "c"] and removed == ["column 1"]
+    np.testing.assert_allclose(x, table, rtol=1e-15)
+    with pytest.warns(UserWarning, match="pandas index"):
+        assert load_file(path).dim == 3
+    x, names, _ = read_table(path, columns=["1", "a"])  # named explicitly: kept, no warning
+    assert names == ["column 1", "a"] and x[5, 0] == 5.0
+    unnamed = tmp_path / "unnamed.csv"
+    unnamed.write_text("\n".join(_csv_lines(table, header="Unnamed: 0,a,b,c")[0:1]
+                                 + [f"{i},{ln}" for i, ln in enumerate(_csv_lines(table)[1:])]) + "\n")
+    with pytest.warns(UserWarning, match="pandas index"):
+        assert read_table(unnamed)[1] == ["a", "b", "c"]
+
+
+def test_constant_column_error_names_the_column(tmp_path, table):
+    x = np.column_stack([table[:, 0], np.full(len(table), 7.0), table[:, 1:]])
+    path = tmp_path / "constant.csv"
+    np.savetxt(path, x, delimiter=",", header="a,flat,b,c", comments="")
+    with pytest.raises(ValueError, match=r"cannot whiten: 1 column\(s\) \['flat'\] hold one value in every row.*"
+                                         r"--drop flat \(Python: drop=\['flat'\]\)"):
+        load_file(path)
+    assert load_file(path, drop=["flat"]).dim == 3

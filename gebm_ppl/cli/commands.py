@@ -61,7 +61,7 @@ def _wrote(paths: Sequence[Path], file=None) -> None:
 def _threads(n: int):
     """``torch.set_num_threads(n)`` for the block (0: leave torch's count), restored after; either way an explicit
     choice that the library's automatic one (:mod:`gebm_ppl._threads`) honours."""
-    from ._threads import torch_threads
+    from .._threads import torch_threads
 
     return torch_threads(n)
 
@@ -97,7 +97,7 @@ def _without_nproc(argv: Sequence[str]) -> list[str]:
 def _describe_data(data) -> str:
     """The data in words: ``user data file wine.csv: 11 columns (alcohol, ...), 1296 / 144 / 159 rows (train /
     validation / test), whitened, split seed 0`` (a dataset: its name and protocol)."""
-    from . import units
+    from .. import units
 
     m = getattr(data, "metadata", None) or {}
     sizes = [len(part) for part in (data.train, data.val, data.test)]
@@ -114,7 +114,7 @@ def _describe_data(data) -> str:
 
 def _nll_space(metadata: dict) -> str:
     """Where the NLLs of a run are measured: the whitened space (with the shift to the data's units) or the data's."""
-    from . import units
+    from .. import units
 
     try:
         shift = units.log_abs_det(metadata)
@@ -423,6 +423,9 @@ def _run_sample(args, prepared) -> int:
     attrs = post.attrs
     print(f"Drew {post.sizes['chain']} x {post.sizes['draw']} samples with {args.method} ({args.backend}) "
           f"in {_fmt(attrs.get('sampling_time'), digits=1)} s")
+    if "x_data" in post:
+        print(f"x_data: the draws in the data's units, by column ({', '.join(map(str, post['column'].values[:3]))}"
+              f"{', ...' if post.sizes['column'] > 3 else ''}); x: the model's whitened PCA coordinates")
     _wrote([files.hdf5, files.netcdf])
     print(f"Next: gebm diagnose {files.netcdf} --plots {Path(files.netcdf).parent / 'plots'}")
     return EXIT_OK
@@ -430,8 +433,8 @@ def _run_sample(args, prepared) -> int:
 
 # ------------------------------------------------------------------------------------------ diagnose
 def _in_data_units(idata, reference, metadata: dict):
-    """The draws and held-out points mapped back through the inverse whitening, with the data's column names
-    (None when the run's data were not whitened)."""
+    """The draws (``x_data`` of the file, or ``x`` mapped back for files without it) and held-out points in the
+    data's units, with the data's column names (None when the run's data were not whitened)."""
     from .. import units
     from ..runs.samples import whitened
 
@@ -439,19 +442,35 @@ def _in_data_units(idata, reference, metadata: dict):
         return None
     x = idata.posterior["x"]
     copy = idata.copy()
-    copy.posterior["x"] = x.copy(data=units.to_original(x.values, metadata))
+    data = idata.posterior["x_data"].values if "x_data" in idata.posterior else units.to_original(x.values, metadata)
+    copy.posterior["x"] = x.copy(data=data)
+    copy.posterior["x"].attrs["space"] = "the data's own units (inverse whitening), by column name"
     return copy, units.to_original(reference, metadata), [str(c) for c in units.column_names(metadata)]
+
+
+def _default_var(idata) -> str:
+    """``z`` for a generator base (latent dim < data dim, e.g. images: hundreds of pixels say little), else ``x``."""
+    post = idata.posterior
+    generator = post["z"].shape[-1] < post["x"].shape[-1] or bool(post.attrs.get("image_shape"))
+    return "z" if generator else "x"
+
+
+def _image_shape(idata) -> tuple[int, ...] | None:
+    text = str(idata.posterior.attrs.get("image_shape") or "")
+    return tuple(int(v) for v in text.split(",")) if text else None
 
 
 def _prepare_diagnose(args):
     from .. import runs
 
     idata = runs.read_samples(args.file)
+    if args.var is None:
+        args.var = _default_var(idata)
     if args.var not in idata.posterior:
         raise UsageError(f"{args.file!r} has no posterior variable {args.var!r} (it has {list(idata.posterior)}).")
     reference = None
     run_dir = args.run_dir or idata.posterior.attrs.get("run_dir") or None
-    if run_dir and args.plots and args.var == "x":
+    if run_dir and args.plots and (args.var == "x" or _image_shape(idata)):
         try:
             data = runs.load_run(run_dir).data
             reference = (getattr(data, args.split), data.metadata)
@@ -466,6 +485,15 @@ def _prepare_diagnose(args):
     return idata, reference
 
 
+def _diagnose_names(idata, var: str) -> list[str]:
+    """The tables of ``gebm diagnose``: x in the data's units first (when the file has them), z with the potential."""
+    if var == "z":
+        return ["z", "lp"] if "lp" in idata.sample_stats else ["z"]
+    if _image_shape(idata):  # pixels: the potential says more than 784 rows of the first pixels
+        return ["lp"] if "lp" in idata.sample_stats else ["x"]
+    return ["x_data", "x"] if "x_data" in idata.posterior else ["x"]
+
+
 def _run_diagnose(args, prepared) -> int:
     import json
 
@@ -474,23 +502,50 @@ def _run_diagnose(args, prepared) -> int:
     from .. import diagnostics
 
     idata, reference = prepared
-    names = [args.var]
+    names = _diagnose_names(idata, args.var)
+    run = diagnostics.run_summary(idata, names)
     if args.json:
         tables = {
-            "run": diagnostics.run_summary(idata, names),
+            "run": run,
             "chains": json.loads(diagnostics.chain_summary(idata).to_json(orient="index")),
-            "summary": json.loads(diagnostics.summary(idata, names).to_json(orient="index")),
+            "summary": json.loads(diagnostics.summary(idata, [args.var]).to_json(orient="index")),
+            "tables": {name: {"rows": diagnostics.describe(name, idata),
+                              "summary": json.loads(diagnostics.summary(idata, name).to_json(orient="index"))}
+                       for name in names},
+            "verdict": diagnostics.verdict(run),
         }
         print(json.dumps(tables, indent=2))
     else:
-        print(diagnostics.report(idata, names))
+        print(diagnostics.report(idata, names, verdict_line=False))
     if args.plots:
         plots = Path(args.plots)
-        written = [
-            diagnostics.plot_trace(idata, plots / f"trace_{args.var}.png", var_name=args.var, max_dims=args.max_dims),
-            diagnostics.plot_rank(idata, plots / f"rank_{args.var}.png", var_name=args.var, max_dims=args.max_dims),
-        ]
-        if reference is not None:
+        written = []
+        shape = _image_shape(idata)
+        plotted = "x_data" if args.var == "x" and "x_data" in idata.posterior else args.var
+        if idata.posterior.sizes["draw"] < diagnostics.MIN_DRAWS:
+            print(f"gebm diagnose: no trace or rank plots: {idata.posterior.sizes['draw']} draw(s) per chain",
+                  file=sys.stderr)
+        elif not (shape and plotted == "x"):  # traces of single pixels say nothing
+            written += [
+                diagnostics.plot_trace(idata, plots / f"trace_{args.var}.png", var_name=plotted,
+                                       max_dims=args.max_dims),
+                diagnostics.plot_rank(idata, plots / f"rank_{args.var}.png", var_name=plotted, max_dims=args.max_dims),
+            ]
+        if shape:
+            x = idata.posterior["x"].values
+            if x.shape[0] >= 64:  # many chains: the last draw of each
+                draws, which = x[:, -1], "last draw of each chain"
+            else:  # few chains: draws evenly spread over the run (neighbours are correlated)
+                flat = x.reshape(-1, x.shape[-1])
+                draws, which = flat[np.linspace(0, len(flat) - 1, min(64, len(flat))).astype(int)], "evenly spaced"
+            method = idata.posterior.attrs.get("method", "")
+            written.append(diagnostics.plot_image_grid(draws, shape, plots / "grid_x.png",
+                                                       title=f"GEBM draws ({method}, {which})"))
+            if reference is not None:
+                written.append(diagnostics.plot_image_grid(np.asarray(reference[0]), shape,
+                                                           plots / f"grid_{args.split}.png",
+                                                           title=f"held-out images ({args.split} split)"))
+        elif reference is not None:
             held_out, metadata = reference
             pair_idata, labels = idata, None
             original = _in_data_units(idata, np.asarray(held_out), metadata)
@@ -499,6 +554,8 @@ def _run_diagnose(args, prepared) -> int:
             written.append(diagnostics.plot_pair(pair_idata, held_out, plots / "pair_x.png", max_dims=args.max_dims,
                                                  labels=labels))
         _wrote(written, file=sys.stderr if args.json else sys.stdout)
+    if not args.json:
+        print(f"\nVerdict: {diagnostics.verdict(run)}")  # the last line, after the plots
     return EXIT_OK
 
 

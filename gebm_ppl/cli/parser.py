@@ -184,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
         "sample a fitted GEBM by MCMC in latent space",
         "Draw samples of a fitted GEBM by MCMC on the latent posterior nu(z) ~ N(z; 0, I) exp(-T E(G(z)))\n"
         "(x = G(z) is then a GEBM sample). Writes the draws to an HDF5 file (posterior/z, posterior/x in\n"
-        "the whitened space, x_original in the data's units, sample_stats/*) and the ArviZ InferenceData\n"
-        "to netCDF beside it. Settings not given as flags come from the run configuration's [sample] table.\n"
+        "the whitened space, posterior/x_data in the data's units by column name, sample_stats/*) and the\n"
+        "ArviZ InferenceData (the same variables) to netCDF beside it. Settings not given as flags come\n"
+        "from the run configuration's [sample] table.\n"
         "--backend numpyro (every method but sir) needs JAX and NumPyro installed.",
     )
     sa.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'gebm fit'")
@@ -234,13 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
         "diagnose",
         "summary table and plots of MCMC samples",
         "Print the MCMC summary (mean, sd, R-hat, bulk and tail ESS, E-BFMI and divergences for\n"
-        "NUTS/HMC) of a 'gebm sample' output and, with --plots, save trace, rank and pair plots as PNG\n"
-        "(the pair plot shows the samples against the run's held-out data).",
+        "NUTS/HMC) of a 'gebm sample' output, ending with a verdict line (R-hat > 1.01, ESS < 400,\n"
+        "divergences, E-BFMI < 0.3 warn) and, with --plots, save trace, rank and pair plots as PNG\n"
+        "(the pair plot shows the samples against the run's held-out data; image data: a grid of draws).",
     )
     di.add_argument("file", metavar="FILE", help="the netCDF (.nc) or HDF5 (.h5) output of 'gebm sample'")
     di.add_argument("--plots", metavar="DIR", help="folder for the PNG plots (default: no plots)")
-    di.add_argument("--var", choices=("x", "z"), default="x",
-                    help="variable to summarise and plot: x (data space) or z (latent space)")
+    di.add_argument("--var", choices=("x", "z"), default=None,
+                    help="variable to summarise and plot: x (data space: tables in the data's units by column name "
+                         "and in the model's whitened coordinates) or z (latent space, with the potential lp = "
+                         "-U(z)); default: z for generator bases (latent dim < data dim, e.g. images), else x")
     di.add_argument("--run-dir", metavar="RUN_DIR",
                     help="run directory whose held-out data the pair plot shows (default: the one recorded in "
                          "FILE)")

@@ -19,8 +19,8 @@ from .kexpfam import kexpfam_pipeline
 from .load import UCIData
 from .readers import SourceFormatError
 
-__all__ = ["FORMATS", "MIN_ROWS", "MIN_SPLIT_ROWS", "MIN_TRAIN_PER_DIM", "WARN_SPLIT_ROWS", "WARN_TRAIN_PER_DIM",
-           "check_split_sizes", "load_file", "read_table"]
+__all__ = ["FORMATS", "INDEX_HEADERS", "MIN_ROWS", "MIN_SPLIT_ROWS", "MIN_TRAIN_PER_DIM", "NA_MARKERS",
+           "WARN_SPLIT_ROWS", "WARN_TRAIN_PER_DIM", "check_split_sizes", "load_file", "read_table"]
 
 FORMATS: dict[str, str] = {
     ".csv": "csv",
@@ -56,6 +56,15 @@ MIN_ROWS = _min_rows()
 reach :data:`MIN_SPLIT_ROWS` (111 rows)."""
 
 _DELIMITERS = ",;\t |"
+
+NA_MARKERS = frozenset({"", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                        "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+"""Cells read as a missing value (NaN), as pandas' ``read_csv`` reads them by default (its ``na_values``; those
+starting with ``#`` excepted: ``#`` starts a comment here, as in numpy's ``loadtxt``)."""
+
+INDEX_HEADERS = ("", "Unnamed: 0")
+"""First-column headers that mark a pandas index (``DataFrame.to_csv`` writes a blank one): with whole-number
+values, :func:`read_table` drops that column unless ``columns`` asks for it."""
 
 
 def _fail(path: Path, what: str, detail: str) -> SourceFormatError:
@@ -123,8 +132,16 @@ def _has_header(rows: list[list[str]]) -> bool:
     if not any(numeric) or len(rows) == 1:
         return True
     below = rows[1:21]
-    return any(not numeric[j] and all(j < len(r) and (_is_number(r[j]) or r[j] == "") for r in below)
+    return any(not numeric[j] and all(j < len(r) and (_is_number(r[j]) or r[j] in NA_MARKERS) for r in below)
                for j in range(len(first)))
+
+
+def _is_index_column(first_row: list[str], below: list[list[str]]) -> bool:
+    """A pandas index: the header's first cell blank (or ``Unnamed: 0``) over whole numbers (0, 1, 2, ...)."""
+    if first_row[0].strip('"').strip() not in INDEX_HEADERS or not below:
+        return False
+    cells = [r[0] if r else "" for r in below]
+    return all(c.lstrip("-").isdigit() for c in cells)
 
 
 def _read_csv(path: Path, delimiter: str | None, columns, drop) -> tuple[np.ndarray, list[str], list[str]]:
@@ -138,6 +155,15 @@ def _read_csv(path: Path, delimiter: str | None, columns, drop) -> tuple[np.ndar
     has_header = _has_header(rows)
     width = len(rows[0])
     header = [t.strip('"') or f"column {j + 1}" for j, t in enumerate(rows[0])] if has_header else _names(width)
+    if has_header and columns is None and width > 1 and _is_index_column(rows[0], rows[1:]):
+        drop = [*(drop or []), 1]
+        warnings.warn(
+            f"{str(path)!r}: the first column has a blank header ({rows[0][0].strip(chr(34))!r}) over whole numbers, "
+            "a pandas index written by DataFrame.to_csv; it is dropped, not modelled (keep it by naming the columns "
+            "with --columns / columns=, or write the file with index=False).",
+            UserWarning,
+            stacklevel=3,
+        )
     keep, names, removed = _select(header, columns, drop, path)
     try:
         with warnings.catch_warnings():
@@ -164,8 +190,8 @@ def _read_csv(path: Path, delimiter: str | None, columns, drop) -> tuple[np.ndar
     text_columns = []
     for k, j in enumerate(keep):
         col = np.array([row[j] for row in rows], dtype=str)
-        empty = col == ""
-        x[empty, k] = np.nan  # a missing value: load_file reports the rows, counted as below
+        empty = np.isin(col, list(NA_MARKERS))
+        x[empty, k] = np.nan  # a missing value ('', 'NA', ...): load_file reports the rows, counted as below
         try:
             x[~empty, k] = col[~empty].astype(np.float64)
         except ValueError:
@@ -275,7 +301,10 @@ def read_table(
     * CSV (``.csv``, ``.tsv``, ``.txt``): the delimiter is sniffed unless given; a first row with
       names where the rows below hold numbers is a header; blank lines and lines starting with ``#``
       are skipped. Columns are selected first and only the kept ones are parsed, so a text column
-      can be left out with ``drop``; an empty cell reads as NaN (a missing value).
+      can be left out with ``drop``; an empty cell or a pandas NA marker (:data:`NA_MARKERS`: ``NA``,
+      ``N/A``, ``NULL``, ...) reads as NaN (a missing value). A first column with a blank header over
+      whole numbers (a pandas index, :data:`INDEX_HEADERS`) is dropped with a UserWarning unless
+      ``columns`` is given.
     * NPY: a 2-D numeric array (no pickles).
     * HDF5 (``.h5``, ``.hdf5``, ``.hdf``): the 2-D dataset ``key``, or the only 2-D dataset in the file.
 
@@ -343,11 +372,13 @@ def load_file(
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: unreadable file, NaN/inf entries or empty cells, fewer than 2 columns, splits
-            too small (:func:`check_split_sizes`), or constant columns (which cannot be whitened).
+        ValueError: unreadable file, NaN/inf entries, empty cells or NA markers (naming the rows),
+            fewer than 2 columns, splits too small (:func:`check_split_sizes`), or constant columns
+            (named, with the ``drop`` that leaves them out: they cannot be whitened).
 
     Warns:
-        UserWarning: splits small enough to make NLLs noisy (:func:`check_split_sizes`).
+        UserWarning: splits small enough to make NLLs noisy (:func:`check_split_sizes`); a pandas index
+            column dropped (:func:`read_table`).
 
     Example:
         >>> data = load_file("measurements.csv", seed=0, drop=["id"])  # doctest: +SKIP
@@ -371,6 +402,14 @@ def load_file(
     if x.shape[1] < 2:
         raise ValueError(f"{str(path)!r} has {x.shape[1]} column(s) after selection; a GEBM needs at least 2.")
     check_split_sizes(x.shape[0], x.shape[1], what=repr(str(path)))
+    constant = [names[j] for j in np.flatnonzero(np.ptp(x, axis=0) == 0)]
+    if constant:
+        raise ValueError(
+            f"{str(path)!r}: cannot whiten: {len(constant)} column(s) {constant} hold one value in every row "
+            f"(a constant column carries no information and has no density); leave "
+            f"{'it' if len(constant) == 1 else 'them'} out with --drop {','.join(constant)} "
+            f"(Python: drop={constant!r})."
+        )
     try:
         train, val, test, params = kexpfam_pipeline(x, int(seed), {"columns": names, "dropped_columns": removed})
     except ValueError as e:

@@ -11,9 +11,9 @@ import numpy as np
 
 from .. import __version__, units
 from .._io import atomic_open
-from .files import Run, load_run
+from .files import Run, image_shape, load_run
 
-__all__ = ["SampleFiles", "default_backend", "read_samples", "sample_run", "whitened"]
+__all__ = ["SampleFiles", "add_data_units", "default_backend", "read_samples", "sample_run", "whitened"]
 
 
 def default_backend(method: str = "nuts") -> str:
@@ -81,6 +81,12 @@ def sample_run(
     in ``posterior.attrs["run_dir"]`` so that :func:`gebm_ppl.diagnostics` plots can find the
     held-out data.
 
+    When the data were whitened, the posterior also holds ``x_data`` ``[chain, draw, column]``: the
+    draws in the data's own units, the ``column`` coordinate holding the data's column names (a
+    CSV's header), as ``posterior/x_data`` in the HDF5 file too. Each posterior variable's ``space``
+    attribute says in words what it holds (``x``: the whitened PCA coordinates, not data columns).
+    Image data add ``image_shape`` ``"C,H,W"`` to the attributes.
+
     Args:
         run_dir: a fitted run directory (or its :class:`Run`).
         out: the HDF5 file (default ``run_dir/samples.h5``).
@@ -113,7 +119,11 @@ def sample_run(
     attrs = dict(idata.posterior.attrs)
     attrs.update(run_dir=str(run.path.resolve()), dataset=run.info.get("dataset", {}).get("name") or "",
                  gebm_ppl_version=__version__)
+    shape = image_shape(run.data)
+    if shape:
+        attrs["image_shape"] = ",".join(str(s) for s in shape)
     idata.posterior.attrs.update({k: _attr(v) for k, v in attrs.items()})
+    add_data_units(idata, run.data.metadata)
     with atomic_open(out, "w+b") as f, h5py.File(f, "w") as h5:
         for k, v in attrs.items():
             h5.attrs[k] = _attr(v)
@@ -122,13 +132,39 @@ def sample_run(
             if hasattr(idata, group):
                 for name, var in getattr(idata, group).data_vars.items():
                     h5.create_dataset(f"{group}/{name}", data=np.asarray(var.values))
-        if whitened(run.data.metadata):
-            h5.create_dataset("x_original", data=units.to_original(idata.posterior["x"].values, run.data.metadata))
-            columns = (run.data.metadata.get("preprocessing") or {}).get("columns")
-            if columns:
-                h5["x_original"].attrs["columns"] = [str(c) for c in columns]
+        if "x_data" in idata.posterior:
+            h5["x_original"] = h5["posterior/x_data"]  # the same dataset under its older name (a hard link)
+            h5["posterior/x_data"].attrs["columns"] = [str(c) for c in idata.posterior["column"].values]
     _write_netcdf(idata, netcdf)
     return SampleFiles(idata, out, netcdf)
+
+
+def add_data_units(idata, metadata: dict) -> bool:
+    """Add ``x_data`` (the draws in the data's units, by column name) to ``idata.posterior`` and label ``x``, ``z``.
+
+    ``x_data = x_white @ matrix⁻¹ + mean`` (:func:`gebm_ppl.units.to_original`), with dims ``(chain,
+    draw, column)`` and the data's column names as the ``column`` coordinate. Without a whitening in
+    ``metadata`` the draws are already in the data's units: ``x`` is only labelled so. Returns whether
+    ``x_data`` was added (in place).
+    """
+    import xarray as xr
+
+    post = idata.posterior
+    post["z"].attrs["space"] = "latent coordinate i (the sampler's space; x = G(z))"
+    if not whitened(metadata):
+        post["x"].attrs["space"] = "the data's coordinate i (the data were not whitened: x is in the data's units)"
+        return False
+    names = [str(c) for c in units.column_names(metadata)]
+    if len(set(names)) != len(names):  # a coordinate needs unique labels
+        names = [f"{c} ({j + 1})" for j, c in enumerate(names)]
+    post["x"].attrs["space"] = ("whitened PCA coordinate i of the model, x_white = (x - mean) @ W: NOT data "
+                                "column i (x_data holds the draws in the data's units)")
+    values = units.to_original(post["x"].values, metadata)
+    post["x_data"] = xr.DataArray(values, dims=("chain", "draw", "column"),
+                                  coords={"chain": post["chain"], "draw": post["draw"], "column": names},
+                                  attrs={"space": "the draws in the data's own units (inverse whitening), by column "
+                                                  "name"})
+    return True
 
 
 def _write_netcdf(idata, path: Path) -> None:
