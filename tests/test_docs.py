@@ -1,5 +1,5 @@
-"""The user guide builds with `mkdocs build --strict`, its Python code blocks run, and every example in
-examples/ runs (with GEBM_QUICK=1: tiny settings)."""
+"""The user guide builds with `mkdocs build --strict` and loads nothing from another host (maths offline), its
+Python code blocks run, and every example in examples/ runs (with GEBM_QUICK=1: tiny settings)."""
 
 from __future__ import annotations
 
@@ -93,18 +93,22 @@ def test_docs_build_strict(site):
     assert 'id="gebm_ppl.training.fit_kale"' in (site / "api" / "training" / "index.html").read_text()
 
 
-
 class _Assets(HTMLParser):
-    """The URLs a page loads: ``<img src>``, ``<script src>`` and ``<link href>`` (stylesheets, icons)."""
+    """The URLs a page loads: ``<img src>``, ``<script src>`` and ``<link href>`` (stylesheets, icons; not the
+    links that only name a page, such as ``rel="canonical"``)."""
 
     TAGS = {"img": "src", "script": "src", "link": "href"}
+    NAMING_RELS = {"canonical", "alternate", "prev", "next", "author", "license"}
 
     def __init__(self) -> None:
         super().__init__()
         self.urls: list[tuple[str, str]] = []
 
     def handle_starttag(self, tag, attrs):
-        url = dict(attrs).get(self.TAGS.get(tag, ""))
+        attrs = dict(attrs)
+        if tag == "link" and set((attrs.get("rel") or "").lower().split()) & self.NAMING_RELS:
+            return
+        url = attrs.get(self.TAGS.get(tag, ""))
         if url:
             self.urls.append((tag, url))
 
@@ -165,7 +169,7 @@ def test_docs_asset_check_catches_a_missing_file(tmp_path):
     (tmp_path / "here.png").write_bytes(b"\x89PNG")
     page.write_text('<img src="../here.png"><img src="../gone.png"><script src="https://cdn.example/x.js"></script>'
                     '<link rel="stylesheet" href="../css/"><script src="//cdn.example/y.js"></script>'
-                    '<img src="/here.png">')
+                    '<img src="/here.png"><link rel="canonical" href="https://example.org/page/">')
     urls = page_assets(page)
     assert [tag for tag, _ in urls] == ["img", "img", "script", "link", "script", "img"]
     targets = [resolve(tmp_path, page, url) for _, url in urls]
