@@ -28,7 +28,10 @@ setup(
     extras_require={
         "jax": ["jax>=0.4.30", "jaxlib>=0.4.30", "numpyro>=0.15"],
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.5"],
-        "docs": ["mkdocs>=1.6", "mkdocstrings>=0.25", "mkdocstrings-python>=1.10"],
+        # django-static-mathjax: MathJax 3's own files on PyPI, served from the site (docs/hooks/offline_assets.py;
+        # MathJax 4 moves them, hence <4); pygments colours the code without the theme's CDN highlight.js
+        "docs": ["mkdocs>=1.6", "mkdocstrings>=0.25", "mkdocstrings-python>=1.10", "pymdown-extensions>=10",
+                 "pygments>=2.16", "django-static-mathjax>=3.2.2,<4"],
     },
     entry_points={"console_scripts": ["gebm=gebm_ppl.cli:main"]},
 )

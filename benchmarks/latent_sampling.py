@@ -347,6 +347,43 @@ def toy_table(toy: dict) -> str:
     return "\n".join(lines)
 
 
+def _mosaic(images: np.ndarray, cols: int, gap: int = 1) -> np.ndarray:
+    """Tile ``images`` ``[n, h, w]`` or ``[n, h, w, 3]`` into rows of ``cols``, ``gap`` NaN pixels between them
+    (drawn in the colormap's "bad" colour, so that neighbouring digits never touch)."""
+    n, h, w = images.shape[:3]
+    rows = -(-n // cols)
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, *images.shape[3:]), np.nan)
+    for k, img in enumerate(images):
+        r, c = divmod(k, cols)
+        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = img
+    return out
+
+
+def _grid_figure(path: Path, grids: dict, image_shape, plt, per_panel: int = 36, panels_per_row: int = 3) -> None:
+    """The sample grid: one labelled panel per method, ``panels_per_row`` panels a row, each the first
+    ``per_panel`` images (a square), in [-1, 1], with a gap between images and between panels."""
+    c, h, w = image_shape
+    names = list(grids)
+    side = max(int(math.isqrt(per_panel)), 1)
+    rows = -(-len(names) // panels_per_row)
+    fig, axes = plt.subplots(rows, panels_per_row, figsize=(2.5 * panels_per_row, 2.75 * rows), squeeze=False)
+    cmap = plt.get_cmap("gray").with_extremes(bad="white")
+    for ax, name in zip(axes.flat, names, strict=False):
+        imgs = np.asarray(grids[name], dtype=float)[: side * side]
+        imgs = imgs.reshape(-1, h, w) if c == 1 else imgs.reshape(-1, c, h, w).transpose(0, 2, 3, 1)
+        mosaic = _mosaic(imgs, side)
+        if c == 1:
+            ax.imshow(mosaic, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+        else:  # RGB in [-1, 1] to [0, 1]; the NaN gaps white
+            ax.imshow(np.nan_to_num((mosaic + 1) / 2, nan=1.0).clip(0, 1), interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout(h_pad=1.0, w_pad=1.0)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def figures(out: Path, per_seed: list[dict], image_shape, toy: dict | None) -> list[Path]:
     """Sample grids per method (first seed) and FD against MCMC steps (mean over seeds); the toy's radii."""
     import matplotlib
@@ -354,22 +391,8 @@ def figures(out: Path, per_seed: list[dict], image_shape, toy: dict | None) -> l
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
-    grids = per_seed[0]["grids"]
-    c, h, w = image_shape
-    names = list(grids)
-    fig, axes = plt.subplots(1, len(names), figsize=(2.0 * len(names), 2.3))
-    for ax, name in zip(np.atleast_1d(axes), names, strict=True):
-        imgs = np.asarray(grids[name])[:64].reshape(-1, h, w) if c == 1 else np.asarray(grids[name])[:64]
-        k = int(math.sqrt(len(imgs)))
-        mosaic = imgs[: k * k].reshape(k, k, h, w).transpose(0, 2, 1, 3).reshape(k * h, k * w)
-        ax.imshow(mosaic, cmap="gray", vmin=-1, vmax=1)
-        ax.set_title(name, fontsize=8)
-        ax.axis("off")
-    fig.tight_layout()
-    paths.append(out / "latent_sampling_grids.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths = [out / "latent_sampling_grids.png"]
+    _grid_figure(paths[-1], per_seed[0]["grids"], image_shape, plt)
 
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for method in per_seed[0]["curves"]:

@@ -370,36 +370,44 @@ def _write_h5(path: Path, rows: list[dict], summary: list[dict], run_info: dict)
 
 
 def _write_plot(path: Path, summary: list[dict], run_info: dict) -> None:
+    """One panel per dataset, stacked: the methods on the y axis (labels read horizontally at page width),
+    the test NLL on the x axis with ± s.e. bars and the pooled median as a tick; a failed method shows "failed".
+    Saved with a tight bounding box so that no label is clipped."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.transforms import blended_transform_factory
 
     datasets = [d for d in run_info["datasets"] if any(s["dataset"] == d for s in summary)]
     methods = [m for m in METHODS if any(s["method"] == m for s in summary)]
     n = max(len(datasets), 1)
-    fig, axes = plt.subplots(1, n, figsize=(3.4 * n + 1, 4.2), squeeze=False)
-    for ax, ds in zip(axes[0], datasets, strict=False):
+    fig, axes = plt.subplots(n, 1, figsize=(7.0, 0.3 * len(methods) * n + 0.8 * n + 0.6), squeeze=False)
+    rows = range(len(methods))
+    for ax, ds in zip(axes[:, 0], datasets, strict=False):
         for i, m in enumerate(methods):
             s = next((x for x in summary if x["dataset"] == ds and x["method"] == m), None)
             if s is None:
                 continue
             if s["status"] != "ok":
-                ax.plot(i, 0, "x", color="k", ms=10)
+                ax.text(0.01, i, "failed", color="k", va="center", fontsize=8,
+                        transform=blended_transform_factory(ax.transAxes, ax.transData))
                 continue
             color = "C3" if m in GEBMS else ("C0" if m.endswith("-reg") else "C7")
             se = s["test_nll_se"] if finite(s["test_nll_se"]) else 0.0
-            ax.errorbar(i, s["test_nll"], yerr=se, fmt="o", color=color, capsize=4)
-            ax.plot(i, s["test_nll_median"], "_", color=color, ms=12)
-        ax.set_xticks(range(len(methods)), [LABELS[m] for m in methods], rotation=70, ha="right", fontsize=6)
-        ax.set_title(ds)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("test NLL (nats, whitened), ± s.e.; bar: median")
+            ax.errorbar(s["test_nll"], i, xerr=se, fmt="o", color=color, capsize=3, ms=5)
+            ax.plot(s["test_nll_median"], i, "|", color=color, ms=10, mew=1.5)
+        ax.set_yticks(list(rows), [LABELS[m] for m in methods], fontsize=8)
+        ax.set_ylim(len(methods) - 0.5, -0.5)  # the first method on top
+        ax.set_title(ds, fontsize=10, loc="left")
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1][0].set_xlabel("test NLL (nats per example, whitened; lower is better)", fontsize=9)
     over = "seeds" if len(run_info["seeds"]) >= 2 else "test examples"
-    fig.suptitle(f"UCI test NLL (lower is better); error bars: s.e. over {over}; ticks: pooled median", fontsize=9)
+    fig.suptitle(f"UCI test NLL: dot ± s.e. over {over}; bar: pooled median", fontsize=10)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -1,5 +1,5 @@
-"""The user guide builds with `mkdocs build --strict`, its Python code blocks run, and every example in
-examples/ runs (with GEBM_QUICK=1: tiny settings)."""
+"""The user guide builds with `mkdocs build --strict` and loads nothing from another host (maths offline), its
+Python code blocks run, and every example in examples/ runs (with GEBM_QUICK=1: tiny settings)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pkgutil
 import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from common import uci_dir
@@ -42,14 +44,41 @@ def python_blocks(page: Path) -> list[str]:
     return blocks
 
 
-def test_docs_build_strict(tmp_path):
-    site = tmp_path / "site"
+# what `mkdocs build` needs (the docs extra): without it the site tests are skipped, saying which is missing
+DOCS_MODULES = {"mkdocs": "mkdocs", "mkdocstrings": "mkdocstrings",
+                "mkdocstrings_handlers.python": "mkdocstrings-python", "pymdownx": "pymdown-extensions",
+                "pygments": "pygments", "mathjax": "django-static-mathjax"}
+
+
+def _missing_docs_packages() -> list[str]:
+    missing = []
+    for module, package in DOCS_MODULES.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # a dotted name whose parent is missing
+            found = False
+        if not found:
+            missing.append(package)
+    return missing
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """The user guide built once with ``mkdocs build --strict`` into a scratch folder."""
+    missing = _missing_docs_packages()
+    if missing:
+        pytest.skip(f"the docs extra is not installed (missing {', '.join(missing)}): pip install -e '.[docs]'")
+    site = tmp_path_factory.mktemp("docs") / "site"
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
          "--site-dir", str(site)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return site
+
+
+def test_docs_build_strict(site):
     for page in ("index.html", "quickstart/index.html", "concepts/index.html", "cli/index.html",
                  "pyro-prior/index.html", "samplers/index.html", "numpyro/index.html", "benchmarks/index.html",
                  "api/core/index.html", "api/training/index.html", "api/sampling/index.html"):
@@ -63,6 +92,90 @@ def test_docs_build_strict(tmp_path):
         assert f'id="{anchor}"' in api
     assert 'id="gebm_ppl.training.fit_kale"' in (site / "api" / "training" / "index.html").read_text()
 
+
+class _Assets(HTMLParser):
+    """The URLs a page loads: ``<img src>``, ``<script src>`` and ``<link href>`` (stylesheets, icons; not the
+    links that only name a page, such as ``rel="canonical"``)."""
+
+    TAGS = {"img": "src", "script": "src", "link": "href"}
+    NAMING_RELS = {"canonical", "alternate", "prev", "next", "author", "license"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "link" and set((attrs.get("rel") or "").lower().split()) & self.NAMING_RELS:
+            return
+        url = attrs.get(self.TAGS.get(tag, ""))
+        if url:
+            self.urls.append((tag, url))
+
+
+def page_assets(page: Path) -> list[tuple[str, str]]:
+    parser = _Assets()
+    parser.feed(page.read_text(encoding="utf-8"))
+    return parser.urls
+
+
+def resolve(site: Path, page: Path, url: str) -> Path | None:
+    """The file in ``site`` that ``url`` on ``page`` names: relative to the page, or to the site root for
+    ``/path`` (as in 404.html); None for a URL on another host."""
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc:
+        return None
+    path = unquote(parts.path)
+    target = (site / path.lstrip("/") if path.startswith("/") else page.parent / path).resolve()
+    return target / "index.html" if target.is_dir() else target
+
+
+def test_docs_site_assets_resolve(site):
+    """Every page's images, scripts and stylesheets resolve to files of the built site, none comes from another
+    host (the docs work offline), and MathJax is served from the site: formulas render without a network."""
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) >= 17
+    missing, external = [], []
+    images = set()
+    for page in pages:
+        for tag, url in page_assets(page):
+            if url.startswith("data:"):
+                continue
+            target = resolve(site, page, url)
+            if target is None:
+                external.append(f"{page.relative_to(site)}: <{tag}> {url}")
+            elif not target.is_file() or site.resolve() not in target.parents:
+                missing.append(f"{page.relative_to(site)}: <{tag}> {url}")
+            elif tag == "img":
+                images.add(target.relative_to(site.resolve()).as_posix())
+    assert not missing, "assets missing from the built site:\n" + "\n".join(missing)
+    assert not external, "assets loaded from another host (not offline):\n" + "\n".join(external)
+    # the figures of the results pages are among them
+    assert {"results/latent_sampling_grids.png", "results/uci_density.png"} <= images
+    # maths: arithmatex's markup, typeset by the MathJax that the site itself serves (a real script, not a stub)
+    concepts = site / "concepts" / "index.html"
+    assert 'class="arithmatex"' in concepts.read_text(encoding="utf-8")
+    scripts = [url for tag, url in page_assets(concepts) if tag == "script"]
+    mathjax = [resolve(site, concepts, url) for url in scripts if url.endswith("mathjax/tex-svg-full.js")]
+    assert len(mathjax) == 1 and mathjax[0].stat().st_size > 1_000_000, scripts
+    assert (site / "javascripts" / "mathjax" / "LICENSE").is_file()
+    assert ".highlight .k" in (site / "css" / "pygments.css").read_text()  # code colours without highlight.js
+
+
+def test_docs_asset_check_catches_a_missing_file(tmp_path):
+    """The asset check itself: a page naming an image that is not there is reported, a present one is not."""
+    page = tmp_path / "page" / "index.html"
+    page.parent.mkdir()
+    (tmp_path / "here.png").write_bytes(b"\x89PNG")
+    page.write_text('<img src="../here.png"><img src="../gone.png"><script src="https://cdn.example/x.js"></script>'
+                    '<link rel="stylesheet" href="../css/"><script src="//cdn.example/y.js"></script>'
+                    '<img src="/here.png"><link rel="canonical" href="https://example.org/page/">')
+    urls = page_assets(page)
+    assert [tag for tag, _ in urls] == ["img", "img", "script", "link", "script", "img"]
+    targets = [resolve(tmp_path, page, url) for _, url in urls]
+    assert targets[0].is_file() and not targets[1].is_file() and targets[2] is None and targets[4] is None
+    assert targets[3] == (tmp_path / "css").resolve() and not targets[3].is_file()
+    assert targets[5] == targets[0]
 
 PAGES = [p for p in sorted(DOCS.glob("*.md")) if python_blocks(p)]
 
