@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -11,7 +12,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR, ReduceLROnP
 
 from ._checks import check_nonnegative_int, check_optional_positive_int, check_positive_int
 
-__all__ = ["SCHEDULES", "TrainingOptions", "make_scheduler", "pick"]
+__all__ = ["SCHEDULES", "TrainingOptions", "make_scheduler", "pick", "resolve"]
 
 SCHEDULES = ("cosine", "plateau", "step", None)
 
@@ -37,6 +38,34 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str | None, epoch
 def pick(cls: type, values: dict):
     """``cls(**values)`` restricted to the dataclass ``cls``'s fields (the other keys of ``values`` are ignored)."""
     return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+def _same(a: object, b: object) -> bool:
+    try:
+        return a is b or (type(a) is type(b) and bool(a == b))
+    except Exception:  # noqa: BLE001 - values without a plain truth value (arrays, tensors) differ
+        return False
+
+
+def resolve(cls: type, given: object, values: dict, func: Callable, name: str):
+    """The ``cls`` options of one call of the training function ``func``: ``given`` when passed, else built.
+
+    ``values`` are the call's arguments (its ``locals()``). Without ``given``, :func:`pick` builds and checks
+    a ``cls`` from them; with ``given`` (a ``cls``, already checked), a keyword of ``cls`` that the call
+    also changed from ``func``'s default is a TypeError, so that no setting is silently ignored.
+    """
+    if given is None:
+        return pick(cls, values)
+    if not isinstance(given, cls):
+        raise TypeError(f"'{name}' should be a {cls.__name__}. Got {type(given).__name__}.")
+    params = inspect.signature(func).parameters
+    clash = sorted(
+        f.name for f in fields(cls)
+        if f.name in params and f.name in values and not _same(values[f.name], params[f.name].default)
+    )  # fmt: skip
+    if clash:
+        raise TypeError(f"{', '.join(map(repr, clash))}: pass them in '{name}' or as keywords, not both.")
+    return given
 
 
 @dataclass

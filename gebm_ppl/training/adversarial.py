@@ -19,7 +19,7 @@ from torch import Tensor
 from .. import distributed
 from .._modes import train_mode
 from ._loop import Loop, as_data
-from ._options import TrainingOptions, pick
+from ._options import TrainingOptions, resolve
 from .adversarial_step import OBJECTIVES, AdversarialSettings, AdversarialStep
 from .history import TrainingHistory
 
@@ -32,7 +32,7 @@ def fit_adversarial(
     val: Tensor | np.ndarray | None = None,
     *,
     objective: str = "kale",
-    steps: int,
+    steps: int | None = None,
     batch_size: int = 64,
     noise_factor: int = 1,
     energy_steps: int = 5,
@@ -56,6 +56,8 @@ def fit_adversarial(
     checkpoint_path: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: str | os.PathLike | None = None,
+    options: TrainingOptions | None = None,
+    settings: AdversarialSettings | None = None,
 ) -> TrainingHistory:
     """Train the base G_θ (a generator, no density needed) and the energy E of a GEBM together, from scratch.
 
@@ -127,6 +129,12 @@ def fit_adversarial(
         checkpoint_every: checkpoint every this many generator steps instead.
         resume: a checkpoint of an earlier call with the same data, objective, batch size, noise
             factor, energy-step schedule, ``eval_every`` and seed: training continues exactly.
+        options: the loop keywords (``batch_size``, ``eval_every``, ``eval_batch_size``, ``seed``,
+            ``device``, ``progress``, ``callback``, checkpoints, ``resume``) as one checked
+            :class:`~gebm_ppl.training.TrainingOptions`, instead of keywords.
+        settings: the other keywords (``objective``, ``steps``, …) as one checked
+            :class:`~gebm_ppl.training.AdversarialSettings`. A keyword changed beside the dataclass
+            that holds it is a TypeError.
 
     Returns:
         :class:`TrainingHistory` (kind ``"adversarial"``; ``steps`` count generator steps).
@@ -148,9 +156,12 @@ def fit_adversarial(
     """
     if not all(hasattr(gebm, a) for a in ("base", "energy", "log_partition", "latent_energy")):
         raise TypeError(f"'gebm' should be a gebm_ppl.GEBM. Got {type(gebm).__name__}.")
-    settings = pick(AdversarialSettings, locals())  # objective, steps, noise_factor, energy_steps, ...
-    options = TrainingOptions.pick(locals())  # batch_size, eval_every, seed, checkpoint_path, ...
-    return run_adversarial(gebm, train, val, settings, options)
+    if steps is None and settings is None:
+        raise TypeError("fit_adversarial needs 'steps' (generator steps) or settings=AdversarialSettings(steps=...).")
+    values = locals()
+    adv = resolve(AdversarialSettings, settings, values, fit_adversarial, "settings")  # objective, steps, ...
+    loop = resolve(TrainingOptions, options, values, fit_adversarial, "options")  # batch_size, eval_every, ...
+    return run_adversarial(gebm, train, val, adv, loop)
 
 
 def run_adversarial(gebm, train: Tensor | np.ndarray, val: Tensor | np.ndarray | None,

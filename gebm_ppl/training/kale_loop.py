@@ -12,7 +12,7 @@ from torch import Tensor
 from .. import distributed
 from .._modes import eval_mode, train_mode
 from ._loop import Loop, as_data, data_order
-from ._options import TrainingOptions, pick
+from ._options import TrainingOptions, resolve
 from .history import TrainingHistory
 from .kale_step import KaleSettings, KaleStep, clip_scaled_grad
 
@@ -55,6 +55,8 @@ def fit_kale(
     resume: str | os.PathLike | None = None,
     max_steps: int | None = None,
     eval_batch_size: int = 10_000,
+    options: TrainingOptions | None = None,
+    settings: KaleSettings | None = None,
 ) -> TrainingHistory:
     """Train a GEBM by KALE (Arbel, Zhou & Gretton, 2021): the energy E and c, optionally the base G_θ.
 
@@ -143,6 +145,11 @@ def fit_kale(
             settings (batch size, noise factor, seed, base training schedule); training continues exactly.
         max_steps: stop after this many energy steps in total (resumes included).
         eval_batch_size: rows per forward pass when evaluating.
+        options: the loop keywords above (``epochs`` … ``eval_batch_size``) as one checked
+            :class:`~gebm_ppl.training.TrainingOptions`, instead of keywords.
+        settings: the KALE keywords above (``train_base`` … ``reestimate_log_partition``) as one
+            checked :class:`~gebm_ppl.training.KaleSettings`, instead of keywords. A keyword changed
+            beside the dataclass that holds it is a TypeError.
 
     Returns:
         :class:`TrainingHistory` (``steps`` count energy steps).
@@ -165,9 +172,10 @@ def fit_kale(
     """
     if not all(hasattr(gebm, a) for a in ("base", "energy", "log_partition", "latent_energy")):
         raise TypeError(f"'gebm' should be a gebm_ppl.GEBM. Got {type(gebm).__name__}.")
-    options = TrainingOptions.pick(locals())  # epochs, batch_size, seed, checkpoint_path, ...
-    kale = pick(KaleSettings, locals())  # train_base, noise_factor, energy_lr, ...
-    return run_kale(gebm, train, val, kale, options)
+    values = locals()
+    loop = resolve(TrainingOptions, options, values, fit_kale, "options")  # epochs, batch_size, seed, ...
+    kale = resolve(KaleSettings, settings, values, fit_kale, "settings")  # train_base, noise_factor, ...
+    return run_kale(gebm, train, val, kale, loop)
 
 
 def run_kale(gebm, train: Tensor | np.ndarray, val: Tensor | np.ndarray | None, kale: KaleSettings,
