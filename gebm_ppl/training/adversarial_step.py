@@ -59,6 +59,7 @@ class AdversarialSettings:
     burst_steps: int = 100
     burst_every: int | None = 500
     penalty: float = 1.0
+    penalty_every: int = 1
     lr: float = 1e-4
     energy_lr: float | None = None
     base_lr: float | None = None
@@ -77,6 +78,7 @@ class AdversarialSettings:
         self.burst_steps = check_nonnegative_int(self.burst_steps, "burst_steps")
         self.burst_every = check_optional_positive_int(self.burst_every, "burst_every")
         self.penalty = check_nonnegative_float(self.penalty, "penalty")
+        self.penalty_every = check_positive_int(self.penalty_every, "penalty_every")
         self.lr = check_lr(self.lr, "lr")
         self.energy_lr = self.lr if self.energy_lr is None else check_lr(self.energy_lr, "energy_lr")
         self.base_lr = self.lr if self.base_lr is None else check_lr(self.base_lr, "base_lr")
@@ -146,7 +148,7 @@ class AdversarialStep:
         return dict(
             objective=a.objective, steps=a.steps, batch_size=o.batch_size, noise_factor=a.noise_factor,
             energy_steps=a.energy_steps, burst_steps=a.burst_steps, burst_every=a.burst_every, penalty=a.penalty,
-            energy_lr=a.energy_lr, base_lr=a.base_lr, log_partition_lr=a.log_partition_lr, betas=list(a.betas),
+            penalty_every=a.penalty_every, energy_lr=a.energy_lr, base_lr=a.base_lr, log_partition_lr=a.log_partition_lr, betas=list(a.betas),
             grad_clip=a.grad_clip, init_log_partition=a.init_log_partition,
             log_partition_samples=a.log_partition_samples, eval_every=o.eval_every, seed=o.seed,
             train_size=self.n_train, val_size=None if x_val is None else x_val.shape[0],
@@ -159,7 +161,7 @@ class AdversarialStep:
         return dict(
             objective=a.objective, batch_size=o.batch_size, noise_factor=a.noise_factor, energy_steps=a.energy_steps,
             burst_steps=a.burst_steps, burst_every=a.burst_every, eval_every=o.eval_every, seed=o.seed,
-            train=fingerprint(self.x_train),
+            train=fingerprint(self.x_train), **({"penalty_every": a.penalty_every} if a.penalty_every != 1 else {}),
         )  # fmt: skip
 
     def payload(self, training: dict) -> dict:
@@ -229,13 +231,14 @@ class AdversarialStep:
             self._modules["base"] = self.shard.wrap(self.base)
         return self._modules[name]
 
-    def energy_step(self, g: torch.Generator) -> tuple[float, float]:
+    def energy_step(self, g: torch.Generator, penalised: bool = True) -> tuple[float, float]:
         """One Adam step of (E, c) on a fresh minibatch and fresh base samples drawn from ``g``.
 
         KALE: loss −F(E, c) + λ·penalty; GAN (discriminator logit −E): −log σ(−E(x_data)) − log(1 − σ(−E(G z)))
-        + λ·penalty. Returns (the loss, F or NaN for the GAN).
+        + λ·penalty. Not ``penalised``: λ = 0 and no penalty draws. Returns (the loss, F or NaN for the GAN).
         """
-        sh, bs, m, penalty = self.shard, self.options.batch_size, self.num_base, self.adv.penalty
+        sh, bs, m = self.shard, self.options.batch_size, self.num_base
+        penalty = self.adv.penalty if penalised else 0.0
         rows, data_rows = sh.rows(m), sh.rows(bs)
         order, dev = self.order, self.device
         batch = (torch.randperm(self.n_train, generator=g, device=dev) if order is None else order(g))[:bs]
@@ -282,8 +285,8 @@ class AdversarialStep:
     def __call__(self, idx: Tensor, step: int) -> dict:
         """Generator step ``step``: its energy steps then one base step, all drawn from its (seed, step) stream."""
         g = stream_generator(self.options.seed, STREAM_STEP, step, self.device)
-        for _ in range(self.n_energy_steps(step)):
-            energy_loss_value, kale_batch = self.energy_step(g)
+        for j in range(self.n_energy_steps(step)):
+            energy_loss_value, kale_batch = self.energy_step(g, j % self.adv.penalty_every == 0)
         metrics = {"energy_loss": energy_loss_value, "base_loss": self.base_step(g)}
         if self.kale:
             metrics["kale_batch"] = kale_batch
