@@ -64,6 +64,7 @@ def fit_adversarial(
     burst_steps: int = 100,
     burst_every: int | None = 500,
     penalty: float = 1.0,
+    penalty_every: int = 1,
     lr: float = 1e-4,
     energy_lr: float | None = None,
     base_lr: float | None = None,
@@ -131,6 +132,9 @@ def fit_adversarial(
         burst_steps: energy steps before generator step 0 and every ``burst_every`` steps (the paper: 100).
         burst_every: period of the bursts in generator steps (the paper: 500); None: only at the start.
         penalty: gradient-penalty weight λ (the paper: 1 for images; 0 disables it).
+        penalty_every: the penalty (its double backward is about half an energy step's cost on conv nets)
+            only at the energy steps j ≡ 0 mod ``penalty_every`` of each generator step (j = 0, 1, …), as
+            ``fit_kale``'s option; 1 (default): at every energy step.
         lr: Adam learning rate of both networks (the paper: 1e-4).
         energy_lr: the energy's learning rate (default ``lr``).
         base_lr: the generator's learning rate (default ``lr``).
@@ -183,6 +187,7 @@ def fit_adversarial(
     burst_steps = check_nonnegative_int(burst_steps, "burst_steps")
     burst_every = check_optional_positive_int(burst_every, "burst_every")
     penalty = check_nonnegative_float(penalty, "penalty")
+    penalty_every = check_positive_int(penalty_every, "penalty_every")
     lr = check_lr(lr, "lr")
     energy_lr = lr if energy_lr is None else check_lr(energy_lr, "energy_lr")
     base_lr = lr if base_lr is None else check_lr(base_lr, "base_lr")
@@ -222,7 +227,8 @@ def fit_adversarial(
     settings = dict(
         objective=objective, steps=steps, batch_size=batch_size, noise_factor=noise_factor,
         energy_steps=energy_steps, burst_steps=burst_steps, burst_every=burst_every, penalty=penalty,
-        energy_lr=energy_lr, base_lr=base_lr, log_partition_lr=log_partition_lr, betas=list(betas),
+        penalty_every=penalty_every, energy_lr=energy_lr, base_lr=base_lr, log_partition_lr=log_partition_lr,
+        betas=list(betas),
         grad_clip=grad_clip, init_log_partition=init_log_partition, log_partition_samples=log_partition_samples,
         eval_every=eval_every, seed=seed, train_size=n_train, val_size=None if x_val is None else x_val.shape[0],
         dim=x_train.shape[1], device=str(dev), dtype=str(dtype),
@@ -230,7 +236,7 @@ def fit_adversarial(
     structure = dict(
         objective=objective, batch_size=batch_size, noise_factor=noise_factor, energy_steps=energy_steps,
         burst_steps=burst_steps, burst_every=burst_every, eval_every=eval_every, seed=seed,
-        train=fingerprint(x_train),
+        train=fingerprint(x_train), **({"penalty_every": penalty_every} if penalty_every != 1 else {}),
     )  # fmt: skip
 
     def payload(training: dict) -> dict:
@@ -308,12 +314,12 @@ def fit_adversarial(
             modules["base"] = shard.wrap(base)
         return modules[name]
 
-    def energy_step(g: torch.Generator) -> tuple[float, float]:
+    def energy_step(g: torch.Generator, penalised: bool = True) -> tuple[float, float]:
         rows, data_rows = shard.rows(num_base), shard.rows(batch_size)
         batch = (torch.randperm(n_train, generator=g, device=dev) if order is None else order(g))[:batch_size]
         x = x_train[batch[data_rows]]
         z = prior_draw(base, num_base, g)
-        pairs = penalty_pairs(g, batch_size, num_base, x) if penalty > 0 else None
+        pairs = penalty_pairs(g, batch_size, num_base, x) if penalty > 0 and penalised else None
         xb, x_pair = base_samples(base, z, shard, rows, data_rows, pairs)
         x_hat = None
         if pairs is not None:
@@ -321,7 +327,8 @@ def fit_adversarial(
             x_hat = (t * x.detach() + (1 - t) * x_pair.detach()).requires_grad_(True)
         terms = ddp("energy")(x, xb, x_hat)
         # KALE: loss −F(E, c) + λ·penalty; GAN (discriminator logit −E): −log σ(−E(x_data)) − log(1 − σ(−E(G z)))
-        local, loss, obj = energy_loss(shard, terms, batch_size, num_base, penalty, 0.0, kale=kale)
+        local, loss, obj = energy_loss(shard, terms, batch_size, num_base, penalty if pairs is not None else 0.0, 0.0,
+                                       kale=kale)
         if not math.isfinite(loss):
             raise NonFinite("energy loss")
         energy_opt.zero_grad(set_to_none=True)
@@ -351,8 +358,8 @@ def fit_adversarial(
 
     def train_step(idx: Tensor, step: int) -> dict:
         g = stream_generator(seed, STREAM_STEP, step, dev)
-        for _ in range(n_energy_steps(step)):
-            energy_loss, kale_batch = energy_step(g)
+        for j in range(n_energy_steps(step)):
+            energy_loss, kale_batch = energy_step(g, j % penalty_every == 0)
         metrics = {"energy_loss": energy_loss, "base_loss": base_step(g)}
         if kale:
             metrics["kale_batch"] = kale_batch
