@@ -79,7 +79,7 @@ class ConvEnergy(nn.Module):
         check_activation(activation)
         self.floor = check_optional_floor(floor)
         negative_slope = check_finite_float(negative_slope, "negative_slope")
-        if first_stride not in (1, 2) or isinstance(first_stride, bool):
+        if type(first_stride) is not int or first_stride not in (1, 2):
             raise ValueError(f"'first_stride' should be 1 (3×3 stride 1) or 2 (4×4 stride 2). Got {first_stride!r}.")
         self.dim = math.prod(self.image_shape)
         self._config = dict(
