@@ -79,7 +79,12 @@ SETTINGS = dict(batch_size=64, energy_steps=5, burst_steps=0, burst_every=None, 
                 betas=(0.5, 0.999), eval_every=1000, log_partition_samples=64, progress=False)  # fmt: skip
 
 
+_WARM: set = set()
+
+
 def _library(net: str, objective: str, steps: int) -> tuple[float, float]:
+    import torch
+
     import gebm_ppl as gp
 
     x = _data()
@@ -91,7 +96,9 @@ def _library(net: str, objective: str, steps: int) -> tuple[float, float]:
         gp.fit_adversarial(gebm, x, objective=objective, steps=n, seed=0, **SETTINGS, **extra)
         return time.perf_counter() - w, time.process_time() - c
 
-    run(1)  # warm-up (first-call costs of the kernels)
+    if (net, objective, torch.get_num_threads()) not in _WARM:  # first-call costs of the kernels
+        run(1)
+        _WARM.add((net, objective, torch.get_num_threads()))
     w1, c1 = run(1)
     wn, cn = run(1 + steps)
     return (wn - w1) / steps, (cn - c1) / steps
@@ -174,6 +181,44 @@ def _floor(net: str, objective: str, steps: int) -> tuple[float, float]:
         return (time.perf_counter() - w) / steps, (time.process_time() - cpu) / steps
 
 
+def _tune(net: str, objective: str, steps: int) -> tuple[float, float]:
+    """Seconds per energy step of ``fit_kale`` energy-only on the frozen generator (the paper's "tune" stage):
+    batch 64, one base sample per data point, the penalty λ = 1 at every step (``objective`` is unused)."""
+    import gebm_ppl as gp
+
+    x = _data()
+    kw = dict(epochs=1, batch_size=64, noise_factor=1, penalty=1.0, log_partition_samples=64, patience=None,
+              schedule=None, progress=False, seed=0)  # fmt: skip
+
+    def run(n: int) -> tuple[float, float]:
+        gebm = _networks(net)
+        w, c = time.perf_counter(), time.process_time()
+        gp.fit_kale(gebm, x, max_steps=n, **kw)
+        return time.perf_counter() - w, time.process_time() - c
+
+    run(1)
+    w1, c1 = run(1)
+    wn, cn = run(1 + 5 * steps)
+    return (wn - w1) / (5 * steps), (cn - c1) / (5 * steps)
+
+
+def _ula(net: str, objective: str, steps: int) -> tuple[float, float]:
+    """Seconds per ULA transition of 256 latent chains on U(z) = ½‖z‖² + E(G(z)) (the gradient through G and E)."""
+    import gebm_ppl as gp
+
+    gebm = _networks(net).eval()
+
+    def run(n: int) -> tuple[float, float]:
+        w, c = time.perf_counter(), time.process_time()
+        gp.sample_latent(gebm, method="ula", num_samples=1, warmup_steps=n, num_chains=256, step_size=1e-3)
+        return time.perf_counter() - w, time.process_time() - c
+
+    run(1)
+    w1, c1 = run(1)
+    wn, cn = run(1 + 5 * steps)
+    return (wn - w1) / (5 * steps), (cn - c1) / (5 * steps)
+
+
 def worker() -> None:
     """Answer JSON requests on stdin, one per line: {"impl", "net", "objective", "threads", "steps"}."""
     import torch
@@ -182,7 +227,7 @@ def worker() -> None:
     for line in sys.stdin:
         req = json.loads(line)
         torch.set_num_threads(req["threads"])
-        fn = _floor if req["impl"] == "floor" else _library
+        fn = {"floor": _floor, "tune": _tune, "ula": _ula}.get(req["impl"], _library)
         wall, cpu = fn(req["net"], req["objective"], req["steps"])
         print(json.dumps({"wall": wall, "cpu": cpu}), flush=True)
 
@@ -231,11 +276,12 @@ def machine() -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", required=True, help="path of a checkout of the earlier commit")
-    parser.add_argument("--nets", default="conv,conv-s2,mlp", help=f"variants among {sorted(VARIANTS)}")
+    parser.add_argument("--nets", default="conv,conv-s2,conv-s2-lazy,mlp", help=f"variants among {sorted(VARIANTS)}")
     parser.add_argument("--objectives", default="kale,gan")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--steps", type=int, default=3, help="timed generator steps per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternations (median reported)")
+    parser.add_argument("--no-extras", action="store_true", help="skip the fit_kale (tune) and latent-ULA timings")
     parser.add_argument("--json", default=None)
     parser.add_argument("--markdown", default=None)
     args = parser.parse_args(argv)
@@ -253,6 +299,9 @@ def main(argv: list[str] | None = None) -> dict:
     cells = [(net, obj, int(t)) for net in args.nets.split(",") for obj in args.objectives.split(",")
              for t in args.threads.split(",")]  # fmt: skip
     times: dict[tuple, dict[str, list]] = {cell: {impl: [] for impl in IMPLS} for cell in cells}
+    extra_cells = [] if args.no_extras else [(kind, net, int(args.threads.split(",")[0]))
+                                             for kind in ("tune", "ula") for net in ("conv", "conv-s2")]  # fmt: skip
+    extras: dict[tuple, dict[str, list]] = {cell: {"before": [], "now": []} for cell in extra_cells}
     start = time.perf_counter()
     try:
         for r in range(args.rounds):
@@ -262,6 +311,12 @@ def main(argv: list[str] | None = None) -> dict:
                     which = BEFORE[net] if impl == "before" else net
                     out = workers[impl].ask(impl=impl, net=which, objective=obj, threads=t, steps=args.steps)
                     times[cell][impl].append(out)
+            for cell in extra_cells:
+                kind, net, t = cell
+                for impl in ("before", "now"):
+                    which = BEFORE[net] if impl == "before" else net
+                    out = workers[impl].ask(impl=kind, net=which, objective="kale", threads=t, steps=args.steps)
+                    extras[cell][impl].append(out)
             print(f"round {r + 1}/{args.rounds} done ({time.perf_counter() - start:.0f} s)", flush=True)
     finally:
         workers["before"].close()
@@ -279,10 +334,20 @@ def main(argv: list[str] | None = None) -> dict:
             row[f"speedup_{key}"] = statistics.median(r[0] for r in ratios)
             row[f"over_floor_{key}"] = statistics.median(r[1] for r in ratios)
         rows.append(row)
+    extra_rows = []
+    for (kind, net, t), by in extras.items():
+        row = {"kind": kind, "net": net, "threads": t}
+        for impl in ("before", "now"):
+            row[f"{impl}_wall_s"] = statistics.median(o["wall"] for o in by[impl])
+            row[f"{impl}_cpu_s"] = statistics.median(o["cpu"] for o in by[impl])
+        for key in ("wall", "cpu"):
+            pairs = zip(by["before"], by["now"], strict=True)
+            row[f"speedup_{key}"] = statistics.median(b[key] / n[key] for b, n in pairs)
+        extra_rows.append(row)
     info["load_average_end"] = list(os.getloadavg())
     result = {"machine": info, "settings": {k: v for k, v in SETTINGS.items() if k != "betas"},
               "steps": args.steps, "rounds": args.rounds, "before": str(before),
-              "wall_total_s": time.perf_counter() - start, "rows": rows}  # fmt: skip
+              "wall_total_s": time.perf_counter() - start, "rows": rows, "extras": extra_rows}  # fmt: skip
     table = markdown(result)
     print(table)
     if args.json:
@@ -309,7 +374,16 @@ def markdown(result: dict) -> str:
     names = sorted({r["net"] for r in result["rows"]})
     notes = "\n".join(f"- `{v}`: {VARIANTS[v]}." for v in names)
     legend = "\n\nSeconds per generator step, wall (process CPU in brackets). Variants:\n"
-    return head + "\n".join(lines) + legend + notes
+    out = head + "\n".join(lines) + legend + notes
+    if result.get("extras"):
+        what = {"tune": "fit_kale energy-only on the frozen generator, s per energy step (batch 64, λ = 1)",
+                "ula": "latent ULA, s per transition of 256 chains (gradient through G and E)"}  # fmt: skip
+        out += ("\n\n| stage | net | threads | before s | now s | before / now |\n|---|---|---|---|---|---|\n"
+                + "\n".join(f"| {r['kind']} | {r['net']} | {r['threads']} | {r['before_wall_s']:.4f} "
+                            f"({r['before_cpu_s']:.4f}) | {r['now_wall_s']:.4f} ({r['now_cpu_s']:.4f}) | "
+                            f"{r['speedup_wall']:.2f}× ({r['speedup_cpu']:.2f}×) |" for r in result["extras"])
+                + "\n\n" + "\n".join(f"- `{k}`: {v}." for k, v in what.items()))  # fmt: skip
+    return out
 
 
 if __name__ == "__main__":
