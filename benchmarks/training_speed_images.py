@@ -1,7 +1,9 @@
 """Seconds per generator step of image training: the step before the speed work, the step now, and a bare floor.
 
-    python benchmarks/training_speed.py --images --before /work/before [--nets conv,mlp] [--objectives kale,gan]
-                                        [--threads 1,2] [--steps 4] [--rounds 3] [--json F] [--markdown F]
+    python benchmarks/training_speed.py --images --before /work/before [--nets conv,conv-s2,conv-s2-lazy,mlp]
+        [--objectives kale,gan] [--threads 1,2] [--steps 3] [--rounds 3] [--no-extras] [--json F] [--markdown F]
+
+The default takes about 5 minutes on a quiet 2-core machine.
 
 Three implementations of one generator step of ``gp.fit_adversarial`` on MNIST-sized images (28×28, batch 64,
 5 energy steps with the gradient penalty λ = 1, Adam β = (0.5, 0.999)) are timed in ONE run, alternating
@@ -16,9 +18,11 @@ Three implementations of one generator step of ``gp.fit_adversarial`` on MNIST-s
 Each figure is the time of ``1 + steps`` generator steps minus that of 1 step (so set-up and the final
 evaluation cancel), divided by ``steps``; wall and process CPU seconds are both kept (on a loaded machine
 the CPU seconds of one thread are the steadier figure). Each cell is the median over ``--rounds``.
-The networks: ``conv`` is models/images/mnist.toml's (ConvGenerator d = 16, channels 64-32-16; ConvEnergy
-16-32-64, spectral norm, floor −10), ``mlp`` is models/images/mnist-mlp.toml's. Data: 256 random images
-in [−1, 1] (a step's cost does not depend on the pixel values).
+The networks (``VARIANTS``): ``conv`` is ConvGenerator d = 16, channels 64-32-16 and ConvEnergy 16-32-64
+(spectral norm, floor −10) with the 3×3 stride-1 first layer of before; ``conv-s2`` the DCGAN first layer
+(models/images/mnist.toml); ``conv-s2-lazy`` that with ``penalty_every=5``; ``mlp`` models/images/mnist-mlp.toml's.
+Unless ``--no-extras``, ``fit_kale`` energy-only (the tune stage) and latent ULA are timed too (first thread
+count only). Data: 256 random images in [−1, 1] (a step's cost does not depend on the pixel values).
 """
 
 from __future__ import annotations
@@ -294,6 +298,10 @@ def main(argv: list[str] | None = None) -> dict:
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
           f"load average {' '.join(f'{v:.2f}' for v in info['load_average'])}", flush=True)  # fmt: skip
+    if info["load_average"][0] > 1.0:
+        print(f"warning: load average {info['load_average'][0]:.1f}: other jobs are running; ratios stay comparable "
+              "(alternated), absolute times do not, and multi-thread timings degrade badly (OpenMP threads wait "
+              "for descheduled siblings).", flush=True)  # fmt: skip
     workers = {"before": Worker(before), "now": Worker(ROOT)}
     workers["floor"] = workers["now"]
     cells = [(net, obj, int(t)) for net in args.nets.split(",") for obj in args.objectives.split(",")
