@@ -2,6 +2,7 @@
 
     python benchmarks/training_speed.py [--dataset red-wine] [--threads 1] [--kale-epochs 60] [--joint]
                                         [--profile] [--json results.json]
+    python benchmarks/training_speed.py --images --before /work/before [...]   (image training, see below)
 
 1. RealNVP (the UCI benchmark's architecture) by ``gp.fit_mle`` with early stopping;
 2. GEBM = that RealNVP, frozen, + ``EnergyMLP(spectral_norm="output")`` by ``gp.fit_kale``;
@@ -11,6 +12,10 @@ Test NLLs of GEBMs use a fresh importance-sampling estimate of the log-partition
 base draws, independent of the ones used for early stopping). ``--profile`` times the parts of one
 KALE energy step (base samples, energy forward/backward, gradient penalty) and pooled base sampling.
 Timings on a shared machine are noisy; compare runs on the same machine and thread count.
+
+``--images``: seconds per generator step of ``gp.fit_adversarial`` on MNIST-sized nets, the step of an earlier
+checkout (``--before PATH``) against this one's and a hand-written floor, alternating in one run; the other
+options are those of ``benchmarks/training_speed_images.py`` (``--help`` there).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import copy
 import json
 import platform
+import sys
 import time
 
 import torch
@@ -89,6 +95,12 @@ def profile_kale_step(gebm, x: torch.Tensor, batch_size: int, noise_factor: int,
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--images" in argv:
+        import training_speed_images  # beside this file (the script's directory is on sys.path)
+
+        training_speed_images.main([a for a in argv if a != "--images"])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="red-wine")
     parser.add_argument("--data-dir", default=None)

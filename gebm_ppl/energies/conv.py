@@ -35,11 +35,16 @@ def check_flat_images(x: object, image_shape: tuple[int, int, int], owner: str) 
 class ConvEnergy(Energy):
     """Convolutional energy on flat images, E: ℝ^{C·H·W} → ℝ, floored smoothly: E = floor + softplus(f(x) − floor).
 
-    f: a 3×3 convolution to ``channels[0]`` maps, then one 4×4 stride-2 convolution per further
+    f: a first convolution to ``channels[0]`` maps, then one 4×4 stride-2 convolution per further
     width (each halves the size), every one followed by the activation, then a linear layer to a
-    scalar. With ``spectral_norm`` every convolution and the linear layer are spectrally normalised
-    (Miyato et al., 2018, https://arxiv.org/abs/1802.05957; the convolutions' reshaped kernels),
-    as in the GEBM paper's image energies, whose output is floored at −10.
+    scalar. The first convolution is 3×3 at stride 1 (``first_stride=1``, full resolution) or, as in a
+    DCGAN discriminator (Radford et al., 2016), 4×4 at stride 2 (``first_stride=2``): every later layer
+    then sees a quarter of the pixels, which makes the network about 4× cheaper (see
+    docs/results/training_speed_images.md); the two are different networks (the first layer's kernel
+    and the head's width differ), so a checkpoint records which one it holds.
+    With ``spectral_norm`` every convolution and the linear layer are spectrally normalised (Miyato
+    et al., 2018, https://arxiv.org/abs/1802.05957; the convolutions' reshaped kernels), as in
+    the GEBM paper's image energies, whose output is floored at −10.
 
     Args:
         image_shape: ``(C, H, W)``; inputs are ``[..., C·H·W]``.
@@ -48,6 +53,7 @@ class ConvEnergy(Energy):
         floor: smooth lower bound of E, or None.
         activation: one of leaky_relu, relu, elu, softplus, tanh, silu.
         negative_slope: slope of leaky_relu.
+        first_stride: 1 (3×3 stride-1 first convolution) or 2 (4×4 stride-2, DCGAN).
 
     Example:
         >>> import torch, gebm_ppl as gp
@@ -64,6 +70,7 @@ class ConvEnergy(Energy):
         floor: float | None = -10.0,
         activation: str = "leaky_relu",
         negative_slope: float = 0.1,
+        first_stride: int = 1,
     ):
         super().__init__()
         self.image_shape = check_image_shape(image_shape)
@@ -75,6 +82,8 @@ class ConvEnergy(Energy):
         check_activation(activation)
         self.floor = check_optional_floor(floor)
         negative_slope = check_finite_float(negative_slope, "negative_slope")
+        if type(first_stride) is not int or first_stride not in (1, 2):
+            raise ValueError(f"'first_stride' should be 1 (3×3 stride 1) or 2 (4×4 stride 2). Got {first_stride!r}.")
         self.dim = math.prod(self.image_shape)
         self._config = dict(
             image_shape=list(self.image_shape),
@@ -84,20 +93,25 @@ class ConvEnergy(Energy):
             activation=activation,
             negative_slope=negative_slope,
         )
+        if first_stride != 1:  # the config of a first_stride=1 net stays as before (old checkpoints compare equal)
+            self._config["first_stride"] = first_stride
 
         def sn(layer: nn.Module) -> nn.Module:
             return _spectral_norm(layer) if spectral_norm else layer
 
         c, h, w = self.image_shape
-        layers: list[nn.Module] = [sn(nn.Conv2d(c, channels[0], kernel_size=3, padding=1))]
-        layers.append(_activation(activation, negative_slope))
-        for a, b in zip(channels[:-1], channels[1:], strict=True):
-            layers.append(sn(nn.Conv2d(a, b, kernel_size=4, stride=2, padding=1)))
+        layers: list[nn.Module] = []
+        strided = len(channels) - 1 + (first_stride == 2)
+        for i, (a, b) in enumerate(zip([c, *channels[:-1]], channels, strict=True)):
+            if i == 0 and first_stride == 1:  # full resolution: 3×3, stride 1, padding 1 keeps (h, w)
+                layers.append(sn(nn.Conv2d(a, b, kernel_size=3, padding=1)))
+            else:  # 4×4, stride 2, padding 1: ⌊h/2⌋
+                layers.append(sn(nn.Conv2d(a, b, kernel_size=4, stride=2, padding=1)))
+                h, w = (h + 2 - 4) // 2 + 1, (w + 2 - 4) // 2 + 1
             layers.append(_activation(activation, negative_slope))
-            h, w = (h + 2 - 4) // 2 + 1, (w + 2 - 4) // 2 + 1
             if h < 1 or w < 1:
                 raise ValueError(
-                    f"ConvEnergy: {len(channels) - 1} stride-2 convolutions shrink {self.image_shape} below 1 pixel; "
+                    f"ConvEnergy: {strided} stride-2 convolutions shrink {self.image_shape} below 1 pixel; "
                     "use fewer channel widths."
                 )
         self.features = nn.Sequential(*layers)

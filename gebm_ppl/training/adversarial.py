@@ -39,6 +39,7 @@ def fit_adversarial(
     burst_steps: int = 100,
     burst_every: int | None = 500,
     penalty: float = 1.0,
+    penalty_every: int = 1,
     lr: float = 1e-4,
     energy_lr: float | None = None,
     base_lr: float | None = None,
@@ -108,6 +109,9 @@ def fit_adversarial(
         burst_steps: energy steps before generator step 0 and every ``burst_every`` steps (the paper: 100).
         burst_every: period of the bursts in generator steps (the paper: 500); None: only at the start.
         penalty: gradient-penalty weight λ (the paper: 1 for images; 0 disables it).
+        penalty_every: the penalty (its double backward is about half an energy step's cost on conv nets)
+            only at the energy steps j ≡ 0 mod ``penalty_every`` of each generator step (j = 0, 1, …), as
+            ``fit_kale``'s option; 1 (default): at every energy step.
         lr: Adam learning rate of both networks (the paper: 1e-4).
         energy_lr: the energy's learning rate (default ``lr``).
         base_lr: the generator's learning rate (default ``lr``).
