@@ -148,7 +148,8 @@ class AdversarialStep:
         return dict(
             objective=a.objective, steps=a.steps, batch_size=o.batch_size, noise_factor=a.noise_factor,
             energy_steps=a.energy_steps, burst_steps=a.burst_steps, burst_every=a.burst_every, penalty=a.penalty,
-            penalty_every=a.penalty_every, energy_lr=a.energy_lr, base_lr=a.base_lr, log_partition_lr=a.log_partition_lr, betas=list(a.betas),
+            penalty_every=a.penalty_every, energy_lr=a.energy_lr, base_lr=a.base_lr,
+            log_partition_lr=a.log_partition_lr, betas=list(a.betas),
             grad_clip=a.grad_clip, init_log_partition=a.init_log_partition,
             log_partition_samples=a.log_partition_samples, eval_every=o.eval_every, seed=o.seed,
             train_size=self.n_train, val_size=None if x_val is None else x_val.shape[0],
