@@ -9,7 +9,11 @@ from .bases import NSF, AffineBase, Base, ConvGenerator, DensityNotAvailable, ML
 from .energies import ConvEnergy, Energy, EnergyMLP, QuadraticEnergy, gradient_penalty
 from .gebm import GEBM
 from .kale import (
+    MIN_ESS_FRACTION,
+    DegenerateLogPartition,
     LogPartitionEstimate,
+    LowESSWarning,
+    check_ess,
     estimate_log_partition,
     kale_base_loss,
     kale_energy_loss,
@@ -62,6 +66,10 @@ _LAZY_MODULES = {
 }
 
 __all__ = [
+    "MIN_ESS_FRACTION",
+    "DegenerateLogPartition",
+    "LowESSWarning",
+    "check_ess",
     "NSF",
     "TransformBase",
     "AffineBase",
