@@ -13,7 +13,7 @@ confident fraction (higher is better). Means ± standard errors over training se
     python benchmarks/latent_sampling.py --full          # MNIST (models/images/mnist.toml)
     python benchmarks/latent_sampling.py --seeds 1 --set adversarial.steps=500 --no-toy
 
-Also the paper's toy: 3-D data on a deformed 2-sphere (:class:`gebm_ppl.toys.SphereToy`), a GEBM
+Also the paper's toy: 3-D data on a deformed 2-sphere (:class:`gebm_ppl.data.toys.SphereToy`), a GEBM
 (generator R² → R³ + energy) trained by ``fit_adversarial``; MMD to held-out data and the radius ‖x‖
 distribution of generator and GEBM samples.
 
