@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from common import uci_dir
+from common import one_thread, uci_dir
 
 import gebm_ppl as gp
 from gebm_ppl.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, build_parser, main
@@ -65,16 +65,6 @@ def subprocess_env(tmp: Path) -> dict:
     env.update(PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]), GEBM_DATA_DIR=str(UCI),
                GEBM_CACHE_DIR=str(tmp / "cache"), OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     return env
-
-
-@contextlib.contextmanager
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
