@@ -51,6 +51,7 @@ __all__ = [
     "TRAINING_VERSION",
     "TrainingOptions",
     "as_data",
+    "place_gebm_data",
     "check_lr",
     "check_nonnegative_float",
     "check_nonnegative_int",
@@ -78,6 +79,19 @@ def data_order(x: object) -> Callable[[torch.Generator], Tensor] | None:
 
 
 # ------------------------------------------------------------------------------------------- the loop
+def place_gebm_data(gebm, train, val, device: str | torch.device | None) -> tuple[Tensor, Tensor | None]:
+    """Move ``gebm`` to this rank's ``device`` (None: leave it) and check the splits in the GEBM's dtype and device.
+
+    The common start of :func:`~gebm_ppl.training.kale_loop.run_kale` and
+    :func:`~gebm_ppl.training.adversarial.run_adversarial`; returns ``(x_train, x_val or None)``.
+    """
+    if device is not None:
+        gebm.to(distributed.rank_device(device))  # "cuda" under torchrun: this rank's GPU
+    c = gebm.log_partition
+    x_train = as_data(train, "train", gebm.dim, c.dtype, c.device)
+    return x_train, as_data(val, "val", gebm.dim, c.dtype, c.device, optional=True)
+
+
 class Loop:
     """Runs ``train_step`` over shuffled minibatches, evaluates, stops early, checkpoints and resumes.
 

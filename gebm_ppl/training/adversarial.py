@@ -16,9 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import distributed
 from .._modes import train_mode
-from ._loop import Loop, as_data
+from ._loop import Loop, place_gebm_data
 from ._options import TrainingOptions, resolve
 from .adversarial_step import OBJECTIVES, AdversarialSettings, AdversarialStep
 from .history import TrainingHistory
@@ -176,11 +175,7 @@ def run_adversarial(gebm, train: Tensor | np.ndarray, val: Tensor | np.ndarray |
     ``seed``, ``device``, ``progress``, ``callback``, ``checkpoint_path``, ``checkpoint_every`` and ``resume``;
     the run length is ``settings.steps`` (no early stopping, no schedule).
     """
-    if options.device is not None:
-        gebm.to(distributed.rank_device(options.device))  # "cuda" under torchrun: this rank's GPU
-    c = gebm.log_partition
-    x_train = as_data(train, "train", gebm.dim, c.dtype, c.device)
-    x_val = as_data(val, "val", gebm.dim, c.dtype, c.device, optional=True)
+    x_train, x_val = place_gebm_data(gebm, train, val, options.device)
     step = AdversarialStep(gebm, x_train, x_val, settings, options)
     # One Loop "epoch" is a block of eval_every generator steps; the Loop's minibatch indices only
     # count the steps (each step draws its own minibatches from its (seed, step) stream).

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .. import distributed
 from .._modes import eval_mode, train_mode
-from ._loop import Loop, as_data, data_order
+from ._loop import Loop, data_order, place_gebm_data
 from ._options import TrainingOptions, resolve
 from .history import TrainingHistory
 from .kale_step import KaleSettings, KaleStep, clip_scaled_grad
@@ -181,11 +181,7 @@ def fit_kale(
 def run_kale(gebm, train: Tensor | np.ndarray, val: Tensor | np.ndarray | None, kale: KaleSettings,
              options: TrainingOptions) -> TrainingHistory:  # fmt: skip
     """:func:`fit_kale` with its keywords already gathered in ``kale`` and ``options``."""
-    if options.device is not None:
-        gebm.to(distributed.rank_device(options.device))  # "cuda" under torchrun: this rank's GPU
-    c = gebm.log_partition
-    x_train = as_data(train, "train", gebm.dim, c.dtype, c.device)
-    x_val = as_data(val, "val", gebm.dim, c.dtype, c.device, optional=True)
+    x_train, x_val = place_gebm_data(gebm, train, val, options.device)
     step = KaleStep(gebm, x_train, x_val, kale, options)
     loop = Loop.from_options(
         options, kind="kale", model=gebm, optimizers=step.optimizers, schedulers=step.schedulers,
