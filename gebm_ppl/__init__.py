@@ -44,6 +44,7 @@ _LAZY = {
     "to_jax": "gebm_ppl.jax",
     "evaluate_gebm": "gebm_ppl.evaluation",
     "GEBMDensity": "gebm_ppl.sklearn",
+    "StudentTBase": "gebm_ppl.bases.tails",
 }
 _LAZY_MODULES = {
     "cli": "gebm_ppl.cli",
@@ -86,6 +87,7 @@ __all__ = [
     "MLPGenerator",
     "QuadraticEnergy",
     "RealNVP",
+    "StudentTBase",
     "TrainingDiverged",
     "TrainingHistory",
     "estimate_log_partition",

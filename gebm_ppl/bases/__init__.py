@@ -10,6 +10,7 @@ from .base import Base, DensityNotAvailable, standard_normal_log_prob
 from .generators import ConvGenerator, MLPGenerator
 from .nsf import NSF
 from .realnvp import ExpTanhAffineCoupling, NflowsTransformBase, RealNVP
+from .tails import StudentTBase
 from .transform import TransformBase
 
 BASES = ComponentView("base")
@@ -26,6 +27,7 @@ __all__ = [
     "MLPGenerator",
     "NflowsTransformBase",
     "RealNVP",
+    "StudentTBase",
     "TransformBase",
     "register_base",
     "standard_normal_log_prob",

@@ -59,6 +59,8 @@ EVAL_DEFAULTS = {"num_samples": 100_000, "batch_size": 10_000}
 """The ``[eval]`` options and their defaults: base samples M behind Â, and rows per forward pass."""
 EVAL_SEED_OFFSET = 10_000
 
+LATENT_DF_KEY = "latent_df"
+"""``[base] latent_df = 1 | 2``: a Student-t latent (:class:`gebm_ppl.StudentTBase`) under the base (build_base)."""
 TRAINING_SECTIONS = ("mle", "kale", "adversarial")
 DEFAULT_BASE, DEFAULT_ENERGY = "RealNVP", "EnergyMLP"
 
@@ -129,6 +131,7 @@ def validate_config(config: dict, source: str = "configuration") -> dict:
             cls = _resolve(section, values, source)
             values["class"] = cls.__name__
             allowed = [n for n in _parameters(cls.__init__) if n != "dim"]
+            allowed += [LATENT_DF_KEY] if section == "base" else []
         elif section in TRAINING_SECTIONS:
             allowed = [n for n in _parameters(_training_functions()[section]) if n not in _RESERVED]
         elif section == "data":
@@ -289,12 +292,33 @@ def _filled(cls, values: dict, dim: int, image_shape: Sequence[int] | None) -> d
 def build_base(config: dict, dim: int, image_shape: Sequence[int] | None = None, *, seed: int | None = None):
     """The base of ``config["base"]``: its class with its keywords, ``dim`` / ``image_shape`` from the data.
 
-    ``seed`` seeds torch's global generator first (the initial weights); None uses its current state.
+    ``latent_df`` (:data:`LATENT_DF_KEY`) in the table gives the base a Student-t latent: 1 or 2 wraps it in
+    :class:`gebm_ppl.StudentTBase` (G = G_inner ∘ F_ν⁻¹∘Φ, same inner weights); absent or ``inf`` builds the
+    Gaussian-latent base itself. ``seed`` seeds torch's global generator first (the initial weights); None
+    uses its current state.
+
+    Raises:
+        ValueError: ``latent_df`` other than 1, 2 or inf, or on a base without a density.
     """
-    cls = _resolve("base", config["base"], "configuration")
+    values = dict(config["base"])
+    df = values.pop(LATENT_DF_KEY, None)
+    if df is not None and (isinstance(df, bool) or not isinstance(df, int | float)):
+        raise ValueError(f"[base] {LATENT_DF_KEY} should be 1, 2 or inf (a Gaussian latent). Got {df!r}.")
+    cls = _resolve("base", values, "configuration")
     if seed is not None:
         torch.manual_seed(int(seed))
-    return cls(**_filled(cls, config["base"], dim, image_shape))
+    base = cls(**_filled(cls, values, dim, image_shape))
+    if df is None or df == float("inf"):
+        return base
+    from ..bases.tails import StudentTBase, check_df
+
+    try:
+        check_df(df)
+    except ValueError as e:
+        raise ValueError(f"[base] {LATENT_DF_KEY}: {e}") from None
+    if not getattr(base, "has_density", False):
+        raise ValueError(f"[base] {LATENT_DF_KEY} = {df!r} needs a base with a density; {cls.__name__} has none.")
+    return StudentTBase(base, df=df)
 
 
 def build_energy(config: dict, dim: int, image_shape: Sequence[int] | None = None, *, seed: int | None = None):
