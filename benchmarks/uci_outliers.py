@@ -435,6 +435,10 @@ def _pm(p) -> str:
 def refit_section(refits: list[dict], args: argparse.Namespace) -> list[str]:
     names = list(refits[0]["flows"])
     lines = ["", "## A Student-t latent, chosen on validation", "",
+             "Figures made by `python benchmarks/uci_outliers.py --refit --gebm-all --seeds "
+             + " ".join(str(r["seed"]) for r in refits) + " --refit-json docs/results/uci_outliers_refit.json`"
+             + (", the asinh GEBM added by `--add-asinh-gebm`" if "asinh" in refits[0].get("gebms", {}) else "")
+             + ", this page by `--from-refit-json`.", "",
              f"The benchmark's RealNVP (configuration `models/uci/{refits[0]['dataset']}.toml`, its own flow: "
              f"no input noise, no weight decay{'; overrides ' + ', '.join(args.set) if args.set else ''}) with "
              "latent ν ∈ {" + ", ".join(names) + "} (`[realnvp] latent_df`, `gebm_ppl.StudentTBase`: "
@@ -513,6 +517,8 @@ def main(argv: list[str] | None = None) -> None:
                         "skewness above this (a stated input transformation); a negative value turns it off")
     p.add_argument("--gebm-all", action="store_true",
                    help="a KALE energy on every latent's flow, the GEBM chosen by its own validation NLL")
+    p.add_argument("--from-refit-json", action="store_true",
+                   help="write the page from the refit figures in --refit-json, without training")
     p.add_argument("--add-asinh-gebm", action="store_true",
                    help="read the refit from --refit-json, add the asinh flow's GEBM to it, and write both back")
     p.add_argument("--set", action="append", default=[], help="benchmark configuration override key=value (refit)")
@@ -525,7 +531,9 @@ def main(argv: list[str] | None = None) -> None:
     args.source = source
     diagnosed = diagnose(results, args.datasets, args.excess, args.data_dir)
     refits = None
-    if args.add_asinh_gebm:
+    if args.from_refit_json:
+        refits = json.loads(args.refit_json.read_text(encoding="utf-8"))
+    elif args.add_asinh_gebm:
         refits = json.loads(args.refit_json.read_text(encoding="utf-8"))
         add_asinh_gebms(refits, args.asinh_skew, args.data_dir, args.set)
         args.refit_json.write_text(json.dumps(refits, indent=1), encoding="utf-8")
