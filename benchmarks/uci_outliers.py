@@ -233,6 +233,19 @@ def asinh_transformed(data, skew: float):
     return out, [data.metadata["preprocessing"]["columns"][c] for c in cols], jac, to_new
 
 
+def benchmark_config(dataset: str, overrides: list[str]) -> dict:
+    """The benchmark's configuration of ``dataset`` (``models/uci``) with ``--set`` overrides applied."""
+    from uci_config import load_config
+
+    from gebm_ppl.runs import parse_override, set_dotted
+
+    cfg = load_config(dataset)
+    for item in overrides:
+        _, key, value = parse_override(item)
+        set_dotted(cfg, key, value)
+    return cfg
+
+
 def asinh_fit(data, cfg: dict, seed: int, skew: float, rows: list[int], device, with_gebm: bool) -> dict:
     """The Gaussian-latent RealNVP on the asinh-transformed split (and the frozen KALE energy on it), in the
     benchmark's whitened units: NLL_x = NLL_y − log|det ∂y/∂x| per row (:func:`asinh_transformed`)."""
@@ -266,20 +279,15 @@ def add_asinh_gebms(refits: list[dict], skew: float, data_dir: str | None, overr
     """Into refits read back from JSON: the asinh flow and the KALE energy on it (``gebms["asinh"]``), with the
     paired Δ against the MAF retrained as in :func:`refit`."""
     import torch
-    from uci_config import load_config
     from uci_job import _seed_job
     from uci_methods import flow_nll, run_flow_point
 
     from gebm_ppl.evaluation import paired_difference
-    from gebm_ppl.runs import parse_override, set_dotted
 
     torch.set_num_threads(1)
     device = torch.device("cpu")
     for rec in refits:
-        cfg = load_config(rec["dataset"])
-        for item in overrides:
-            _, key, value = parse_override(item)
-            set_dotted(cfg, key, value)
+        cfg = benchmark_config(rec["dataset"], overrides)
         _seed_job(rec["dataset"], rec["seed"])
         data = gp.data.load(rec["dataset"], data_dir=data_dir, seed=rec["seed"])
         rows = [int(i) for i in rec["gebm"]["rows"]]
@@ -301,21 +309,16 @@ def refit(dataset: str, seeds: list[int], dfs: list[float], results: dict, diagn
           data_dir: str | None, overrides: list[str], skew: float | None, gebm_all: bool = False) -> list[dict]:
     """RealNVP with each latent ν (chosen on validation), then the benchmark's frozen KALE energy on the chosen one."""
     import torch
-    from uci_config import load_config
     from uci_job import _seed_job
     from uci_methods import evaluate, flow_nll, run_flow_point, run_kale, run_realnvp
 
     from gebm_ppl.evaluation import paired_difference
-    from gebm_ppl.runs import parse_override, set_dotted
 
     torch.set_num_threads(1)
     device = torch.device("cpu")
     out = []
     for seed in seeds:
-        cfg = load_config(dataset)
-        for item in overrides:
-            _, key, value = parse_override(item)
-            set_dotted(cfg, key, value)
+        cfg = benchmark_config(dataset, overrides)
         _seed_job(dataset, seed)
         data = gp.data.load(dataset, data_dir=data_dir, seed=seed)
         rows = [d["test_row"] for d in diagnosed if d["dataset"] == dataset and d["seed"] == seed]
