@@ -8,6 +8,7 @@ from ..registry import ComponentView, register_base
 from .affine import AffineBase
 from .base import Base, DensityNotAvailable, standard_normal_log_prob
 from .generators import ConvGenerator, MLPGenerator
+from .maf import MAF
 from .nsf import NSF
 from .realnvp import ExpTanhAffineCoupling, NflowsTransformBase, RealNVP
 from .transform import TransformBase
@@ -17,6 +18,7 @@ BASES = ComponentView("base")
 
 __all__ = [
     "BASES",
+    "MAF",
     "NSF",
     "AffineBase",
     "Base",
