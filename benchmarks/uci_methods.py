@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from reference_flows import DEFAULT_CLASS
 from uci_config import run_config
+from uci_pool import PooledBase
 
 import gebm_ppl as gp
 from gebm_ppl import runs
@@ -105,7 +106,12 @@ def sampling_cost(base, num_samples: int = 10_000, seed: int = 0) -> float:
 
 
 def run_kale(data, base, cfg: dict, seed: int, device, progress, *, joint: bool, energy=None):
-    """KALE on a copy of ``base``: frozen (``joint=False``) or trained with the energy."""
+    """KALE on a copy of ``base``: frozen (``joint=False``) or trained with the energy.
+
+    A frozen base with ``kale_base_pool = N > 0`` in the configuration trains on a pool of N base draws
+    (:class:`uci_pool.PooledBase`, drawn once with a seed of (dataset, seed)); the returned GEBM holds the
+    base itself, so its evaluation draws G afresh.
+    """
     section = dict(cfg["kale_joint" if joint else "kale"])
     init_energy = section.pop("init_energy", "fresh")
     base = copy.deepcopy(base)
@@ -116,11 +122,17 @@ def run_kale(data, base, cfg: dict, seed: int, device, progress, *, joint: bool,
     else:
         energy = runs.build_energy(run_config(cfg), data.dim, seed=runs.init_seed(seed, "energy"))  # as gebm fit
         started_from = "fresh energy"
-    gebm = gp.GEBM(base, energy).to(device)
+    pool = 0 if joint else int(cfg.get("kale_base_pool", 0))
+    trained = PooledBase(base.to(device), pool, seed_for(data.name, seed, "pool")) if pool else base
+    gebm = gp.GEBM(trained, energy).to(device)
     h = runs.train_energy_kale(gebm, data, {**section, "train_base": joint}, seed=seed, device=device,
                                progress=progress)
-    return {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(gebm.energy),
-            "started_from": started_from}, gebm  # fmt: skip
+    gebm.base = base  # the base itself (not the pool) from here on
+    info = {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(gebm.energy),
+            "started_from": started_from}  # fmt: skip
+    if pool:
+        info.update(base_pool=pool, base_pool_cpu=trained.build_cpu_time)
+    return info, gebm
 
 
 def with_point(cfg: dict, point: dict, kind: str | None = None) -> dict:

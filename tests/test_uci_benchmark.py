@@ -164,6 +164,7 @@ def test_gebm_on_the_best_base_and_on_every_family(tmp_path, monkeypatch, capfd)
     assert all(rows[m]["status"] == "ok" and rows[m]["sample_cpu_1e4"] > 0 for m in flows)
     best = min(flows, key=lambda m: rows[m]["val_nll"])  # by validation NLL, whatever the test NLLs say
     assert rows["gebm-frozen"]["base_method"] == best == rows["gebm-frozen"]["best_flow"]
+    assert rows["gebm-frozen"]["base_pool"] == 100_000  # frozen-base KALE on a pool of base draws (the config)
     with h5py.File(tmp_path / "uci_density.h5", "r") as h5:
         per = {m: h5[f"red-wine/seed0/{m}/test_nll_per_example"][()] for m in rows}
     for m, kind in (("gebm-realnvp", "realnvp"), ("gebm-maf", "maf"), ("gebm-nsf", "nsf")):
@@ -202,6 +203,31 @@ def test_flow_tables_build_any_registered_base():
     # a width on a zuko flow's list of widths sets every layer
     assert methods.with_point(cfg, {"hidden_features": 16}, "maf")["maf"]["hidden_features"] == [16]
     assert methods.with_point(cfg, {"hidden_features": 16}, "nsf")["nsf"]["hidden_features"] == 16
+
+
+def test_pooled_base_draws_from_its_pool_and_keeps_the_density():
+    import torch
+
+    pool_module = _module("uci_pool")
+    import gebm_ppl as gp
+
+    torch.manual_seed(0)
+    base = gp.MAF(3, transforms=1, hidden_features=(8,)).eval()
+    pooled = pool_module.PooledBase(base, 200, seed=1)
+    again = pool_module.PooledBase(base, 200, seed=1)
+    assert torch.equal(pooled.pool, again.pool) and pooled.pool.shape == (200, 3)  # seeded
+    with torch.no_grad():  # the pool holds draws of G: its rows are G(z) for the seed's latents
+        z = torch.randn(200, 3, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(pooled.pool, base(z))
+    x = pooled(torch.randn(20_000, 3, generator=torch.Generator().manual_seed(2)))
+    rows = (x[:, None, :] == pooled.pool[None]).all(-1)
+    assert bool(rows.any(1).all())  # every draw is a pool entry
+    counts = rows.sum(0).double()  # about uniform over the entries: 100 each, Poisson spread 10
+    assert counts.min() > 50 and counts.max() < 150 and abs(float(counts.mean()) - 100) < 1e-9
+    xt = torch.randn(5, 3)
+    torch.testing.assert_close(pooled.log_prob(xt), base.log_prob(xt))  # the density is the base's
+    with pytest.raises(ValueError, match="num_samples"):
+        pool_module.PooledBase(base, 0, seed=1)
 
 
 def test_selection_uses_validation_only():
