@@ -7,7 +7,7 @@ Rows (methods) of a job, all on the same train / validation / test split:
 * ``realnvp-reg``, ``maf-reg``, ``nsf-reg``: the point of the same grid (``[select.flow]``: Gaussian input
   noise σ, weight decay, width) with the lowest validation NLL, found by :func:`uci_select.coordinate_search`;
 * ``gebm-frozen``: a KALE energy on the chosen flow of kind ``[select] gebm_base`` (``"best"``: the flow
-  with the lowest validation NLL among all families; or one family), frozen; the energy's settings
+  with the lowest validation NLL among all families; or one family, ``"realnvp"`` by default), frozen; the energy's settings
   (``[select.energy]``) are chosen by the validation NLL of the GEBM;
 * ``gebm-joint``: base and that energy trained on by KALE;
 * ``gebm-realnvp``, ``gebm-maf``, ``gebm-nsf``: a KALE energy (gebm-frozen's chosen settings, no grid) on
@@ -106,7 +106,7 @@ def check_select(cfg: dict) -> None:
         ValueError: an unknown axis or GEBM base, or an axis that does not start at the configuration's value.
     """
     select = cfg.get("select", {})
-    if select.get("gebm_base", "best") not in (*FLOW_KINDS, "best"):
+    if select.get("gebm_base", "realnvp") not in (*FLOW_KINDS, "best"):
         raise ValueError(f"[select] gebm_base should be one of {[*FLOW_KINDS, 'best']}. Got {select['gebm_base']!r}.")
     unknown = sorted(set(select) - {"gebm_base", "flow", "energy"})
     if unknown:
@@ -167,7 +167,7 @@ def run_job(dataset: str, seed: int, cfg: dict, methods: list[str], opts: dict) 
 
     # ---- flows: the validation grid of each flow; trial 0 is the configuration's own flow
     flow_axes = axes_from_config(select.get("flow"), FLOW_AXES)
-    base_kind = select.get("gebm_base", "best")
+    base_kind = select.get("gebm_base", "realnvp")
     want_gebm = any(m in methods for m in GEBMS)
     for kind in FLOW_KINDS:
         for_base = (want_gebm and base_kind in (kind, "best")) or f"gebm-{kind}" in methods
