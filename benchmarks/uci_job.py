@@ -7,8 +7,8 @@ Rows (methods) of a job, all on the same train / validation / test split:
 * ``realnvp-reg``, ``maf-reg``, ``nsf-reg``: the point of the same grid (``[select.flow]``: Gaussian input
   noise σ, weight decay, width) with the lowest validation NLL, found by :func:`uci_select.coordinate_search`;
 * ``gebm-frozen``: a KALE energy on the chosen flow of kind ``[select] gebm_base`` (``"best"``: the flow
-  with the lowest validation NLL among all families; or one family, ``"realnvp"`` by default), frozen; the energy's settings
-  (``[select.energy]``) are chosen by the validation NLL of the GEBM;
+  with the lowest validation NLL among all families; or one family, ``"realnvp"`` by default), frozen;
+  the energy's settings (``[select.energy]``) are chosen by the validation NLL of the GEBM;
 * ``gebm-joint``: base and that energy trained on by KALE;
 * ``gebm-realnvp``, ``gebm-maf``, ``gebm-nsf``: a KALE energy (gebm-frozen's chosen settings, no grid) on
   each family's chosen flow, frozen; where that flow is gebm-frozen's base, it is gebm-frozen itself
