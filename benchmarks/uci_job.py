@@ -108,9 +108,12 @@ def check_select(cfg: dict) -> None:
     select = cfg.get("select", {})
     if select.get("gebm_base", "realnvp") not in (*FLOW_KINDS, "best"):
         raise ValueError(f"[select] gebm_base should be one of {[*FLOW_KINDS, 'best']}. Got {select['gebm_base']!r}.")
-    unknown = sorted(set(select) - {"gebm_base", "flow", "energy"})
+    unknown = sorted(set(select) - {"gebm_base", "flows", "flow", "energy"})
     if unknown:
-        raise ValueError(f"unknown keys {unknown} in [select]; expected gebm_base, flow, energy.")
+        raise ValueError(f"unknown keys {unknown} in [select]; expected gebm_base, flows, flow, energy.")
+    flows = select.get("flows", list(FLOW_KINDS))
+    if not isinstance(flows, list) or not flows or set(flows) - set(FLOW_KINDS):
+        raise ValueError(f"[select] flows should be a non-empty list of {list(FLOW_KINDS)}. Got {flows!r}.")
     flow_axes = axes_from_config(select.get("flow"), FLOW_AXES)
     for kind in FLOW_KINDS:
         if kind in cfg or kind == "realnvp":
@@ -170,6 +173,8 @@ def run_job(dataset: str, seed: int, cfg: dict, methods: list[str], opts: dict) 
     base_kind = select.get("gebm_base", "realnvp")
     want_gebm = any(m in methods for m in GEBMS)
     for kind in FLOW_KINDS:
+        if kind not in select.get("flows", FLOW_KINDS):  # a family this configuration does not train
+            continue
         for_base = (want_gebm and base_kind in (kind, "best")) or f"gebm-{kind}" in methods
         want_reg = f"{kind}-reg" in methods or for_base
         if not (want_reg or kind in methods):
