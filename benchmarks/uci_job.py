@@ -14,7 +14,7 @@ Rows (methods) of a job, all on the same train / validation / test split:
   each family's chosen flow, frozen; where that flow is gebm-frozen's base, it is gebm-frozen itself
   (``same_as``, no cost).
 
-Every flow row records ``sample_cpu_1e4``: the CPU seconds to draw 10⁴ base samples (KALE draws
+Every flow row records ``sample_time_1e4``: the CPU seconds to draw 10⁴ base samples (KALE draws
 ``noise_factor`` × batch of them per energy step; an autoregressive G takes D passes per layer).
 
 ``best-flow`` (in the paired differences) is the ``*-reg`` flow with the lowest validation NLL. Test
@@ -202,7 +202,7 @@ def run_job(dataset: str, seed: int, cfg: dict, methods: list[str], opts: dict) 
             model, per_example, info, message = fitted[i]
             if model is None:
                 raise MethodFailed(message or "failed")
-            out = {**info, "point": trials[i]["point"], "sample_cpu_1e4": sampling_cost(model)}
+            out = {**info, "point": trials[i]["point"], "sample_time_1e4": sampling_cost(model)}
             if with_trials:
                 out.update(chosen_trial=i, trials=trials, unregularised=i == 0)
             return out, model, per_example
@@ -238,7 +238,7 @@ def run_job(dataset: str, seed: int, cfg: dict, methods: list[str], opts: dict) 
         figures, per_example = evaluate(gebm, test, energy_cfg, seed)
         return {**info, **figures, "base_method": base_method, "point": trials[chosen]["point"],
                 "chosen_trial": chosen, "trials": trials,
-                "sample_cpu_1e4": rows[base_method].get("sample_cpu_1e4")}, gebm, per_example  # fmt: skip
+                "sample_time_1e4": rows[base_method].get("sample_time_1e4")}, gebm, per_example  # fmt: skip
 
     def joint():
         if "gebm-frozen" not in models:
@@ -257,7 +257,7 @@ def run_job(dataset: str, seed: int, cfg: dict, methods: list[str], opts: dict) 
             raise MethodFailed("needs gebm-frozen's energy settings, which failed or was not run")
         info, gebm = run_kale(data, models[flow], energy_cfg, seed, device, False, joint=False)
         figures, per_example = evaluate(gebm, test, energy_cfg, seed)
-        return {**info, **figures, "base_method": flow, "sample_cpu_1e4": rows[flow].get("sample_cpu_1e4")}, \
+        return {**info, **figures, "base_method": flow, "sample_time_1e4": rows[flow].get("sample_time_1e4")}, \
             gebm, per_example
 
     if want_gebm:

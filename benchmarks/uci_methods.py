@@ -131,7 +131,7 @@ def run_kale(data, base, cfg: dict, seed: int, device, progress, *, joint: bool,
     info = {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(gebm.energy),
             "started_from": started_from}  # fmt: skip
     if pool:
-        info.update(base_pool=pool, base_pool_cpu=trained.build_cpu_time)
+        info.update(base_pool=pool, base_pool_time=trained.build_cpu_time)
     return info, gebm
 
 

@@ -73,7 +73,7 @@ def summarise(rows: list[dict], datasets: list[str], methods: list[str]) -> list
                 "failures": [{"seed": r["seed"], "message": r["message"]} for r in runs if r["status"] != "ok"],
                 "wall_time": float(np.mean([r["wall_time"] for r in runs])),
                 "cpu_time": float(np.mean([r.get("cpu_time", 0.0) for r in runs])),
-                "sample_cpu_1e4": _mean_of(r.get("sample_cpu_1e4") for r in runs),
+                "sample_time_1e4": _mean_of(r.get("sample_time_1e4") for r in runs),
                 "same_as": sorted({r["same_as"] for r in runs if r.get("same_as")}),
                 "status": "ok" if ok else "failed",
                 "warnings": [{"seed": r["seed"], "message": r["warning"]} for r in ok if r.get("warning")],
@@ -331,7 +331,7 @@ def format_table(summary: list[dict], run_info: dict, points: dict[str, list[dic
         if s.get("same_as"):
             epochs += f" (= {', '.join(s['same_as'])} on some seeds)"
         lines.append(f"| {s['dataset']} | {s['method']} | {s['wall_time']:.0f} | {s['cpu_time']:.0f} | "
-                     f"{_fmt(s.get('sample_cpu_1e4'), digits=3)} | {epochs} |")
+                     f"{_fmt(s.get('sample_time_1e4'), digits=3)} | {epochs} |")
     warnings = [(s, w) for s in summary for w in s.get("warnings", [])]
     if warnings:
         lines += ["", "### Warnings", ""]
