@@ -297,7 +297,7 @@ def format_table(summary: list[dict], run_info: dict, points: dict[str, list[dic
 
     lines += ["", "### Validation choices", "",
               "Flows: coordinate search over the grid of `[select.flow]` (the same for every flow, starting at the "
-              "unregularised flow); energy: over `[select.energy]`. Val NLL: the first (unregularised) point → the "
+              "configured flow); energy: over `[select.energy]`. Val NLL: the first (configured) point → the "
               "chosen one, mean over seeds.", "",
               "| dataset | method | grid | val NLL | chosen point per seed |", "|---|---|---|---|---|"]  # fmt: skip
     for d in datasets:
