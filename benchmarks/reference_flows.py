@@ -1,4 +1,9 @@
-"""Reference flows for the UCI benchmark: nflows MAF and an autoregressive rational-quadratic spline flow.
+"""nflows reference flows for the UCI benchmark: MAF and an autoregressive rational-quadratic spline flow.
+
+The benchmark builds every flow from a configuration table with :func:`gebm_ppl.runs.build_base`, so any
+registered base works (``class = "MAF"`` / ``"NSF"``: the library's zuko flows). The two nflows flows here
+are registered on import as ``"NflowsMAF"`` and ``"NflowsNSF"`` (the classes of a ``[maf]`` / ``[nsf]``
+table without ``class``, as older configurations are written). Without a JAX twin, they serve torch only.
 
 Both are gebm_ppl density bases (:class:`gebm_ppl.TransformBase`, like :class:`gebm_ppl.RealNVP`):
 T: data → noise is the nflows composite transform, the generator is G = T⁻¹ and
@@ -17,8 +22,9 @@ from nflows.transforms import (
 )
 
 from gebm_ppl.bases.realnvp import NflowsTransformBase
+from gebm_ppl.registry import register_base
 
-__all__ = ["FLOWS", "MAF", "NflowsNSF"]
+__all__ = ["DEFAULT_CLASS", "FLOWS", "MAF", "NflowsMAF", "NflowsNSF"]
 
 
 class _NflowsBase(NflowsTransformBase):
@@ -29,7 +35,8 @@ class _NflowsBase(NflowsTransformBase):
         self._config = {"dim": int(dim), **config}
 
 
-class MAF(_NflowsBase):
+@register_base(name="NflowsMAF")
+class NflowsMAF(_NflowsBase):
     """Masked autoregressive flow (Papamakarios et al., 2017, https://arxiv.org/abs/1705.07057).
 
     As nflows' ``MaskedAutoregressiveFlow``: ``num_layers`` × (reverse permutation, MADE affine layer
@@ -46,6 +53,7 @@ class MAF(_NflowsBase):
                          dict(hidden_features=hidden_features, num_layers=num_layers, num_blocks=num_blocks))
 
 
+@register_base(name="NflowsNSF")
 class NflowsNSF(_NflowsBase):
     """Autoregressive neural spline flow (Durkan et al., 2019, https://arxiv.org/abs/1906.04032), built on nflows.
 
@@ -82,4 +90,8 @@ class NflowsNSF(_NflowsBase):
         super().__init__(CompositeTransform(layers), dim, config)
 
 
-FLOWS: dict[str, type[_NflowsBase]] = {"maf": MAF, "nsf": NflowsNSF}
+MAF = NflowsMAF  # the older name
+
+FLOWS: dict[str, type[_NflowsBase]] = {"maf": NflowsMAF, "nsf": NflowsNSF}
+DEFAULT_CLASS = {"maf": "NflowsMAF", "nsf": "NflowsNSF"}
+"""The class of a ``[maf]`` / ``[nsf]`` benchmark table that names none."""

@@ -2,14 +2,18 @@
 
 For each dataset and seed (one job, :func:`uci_job.run_job`), on the same split:
 
-* ``realnvp``, ``maf``, ``nsf``: RealNVP, nflows MAF and an autoregressive spline flow by maximum likelihood
-  with early stopping, as configured (no input noise, no weight decay);
+* ``realnvp``, ``maf``, ``nsf``: the flows of the ``[realnvp]``, ``[maf]``, ``[nsf]`` tables (any registered
+  base, built by :func:`gebm_ppl.runs.build_base`: the quick default's are RealNVP, zuko's MAF and a coupling
+  zuko NSF), by maximum likelihood as configured (AdamW, input noise, plateau schedule, early stopping);
 * ``realnvp-reg``, ``maf-reg``, ``nsf-reg``: the same flows with regularisation chosen on the validation
   split only: a coordinate search over the grid of ``[select.flow]`` (Gaussian input noise σ, weight
-  decay, width; the same grid for every flow; the plain flow is its first point);
-* ``gebm-frozen``: the chosen flow of kind ``[select] gebm_base`` as base, frozen, with an energy E
-  (and c) trained by KALE, its settings (``[select.energy]``) chosen by the GEBM's validation NLL;
-* ``gebm-joint``: base and energy trained on by KALE from there.
+  decay, width; the same grid for every flow; the configured flow is its first point);
+* ``gebm-frozen``: the chosen flow of kind ``[select] gebm_base`` (``"best"``: the lowest validation NLL of
+  all families) as base, frozen, with an energy E (and c) trained by KALE on a pool of base draws, its
+  settings (``[select.energy]``) chosen by the GEBM's validation NLL;
+* ``gebm-joint``: base and energy trained on by KALE from there (``--full``, or ``--methods``);
+* ``gebm-realnvp``, ``gebm-maf``, ``gebm-nsf``: a frozen GEBM on each family's chosen flow (``--full``, or
+  ``--methods``).
 
 Flows report their exact test NLL; GEBMs the importance-sampling NLL −mean[log g_θ(x) − E(x)] + Â with
 Â from ≥ 10⁵ fresh base draws (standard error and ESS beside it) and the KALE bound NLL_base − F(E, c).
@@ -49,7 +53,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # the helpers beside this file; the repository's gebm_ppl
 
 from uci_config import CONFIG_DIR, EPOCH_KEYS, PAPER_CONFIG_DIR, apply_override, load_config, parse_override  # noqa: E402
-from uci_job import METHODS, check_select, job_entry, worker_init  # noqa: E402
+from uci_job import FAMILY_GEBMS, METHODS, check_select, job_entry, worker_init  # noqa: E402
 from uci_report import summarise, write_outputs  # noqa: E402
 
 import gebm_ppl as gp  # noqa: E402
@@ -57,6 +61,9 @@ from gebm_ppl.data import DataNotFoundError  # noqa: E402
 
 DEFAULT_DATASETS = ("red-wine", "white-wine", "parkinsons")
 FULL_DATASETS = ("red-wine", "white-wine", "parkinsons", "hepmass", "miniboone")
+QUICK_METHODS = tuple(m for m in METHODS if m != "gebm-joint" and m not in FAMILY_GEBMS)
+"""The quick default's methods: the flows and the GEBM on the best validation flow; ``--full`` runs every method
+(gebm-joint and a GEBM on each family's flow too); ``--methods`` chooses any."""
 
 
 def run_jobs(jobs: list[tuple], workers: int, threads: int, bar) -> dict[tuple[str, int], list[dict]]:
@@ -119,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", help=f"comma-separated (default: {','.join(DEFAULT_DATASETS)}; "
                                       "--full: every kexpfam dataset whose files are present)")  # fmt: skip
     p.add_argument("--seeds", help="number of seeds (0..N-1) or a comma-separated list (default 3; --full: 5)")
-    p.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
+    p.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)} (default: "
+                                     f"{','.join(QUICK_METHODS)}; --full: all)")
     p.add_argument("--full", action="store_true", help="paper-scale protocol: the [full] tables of the configs")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--data-dir", help="folder with the UCI files (else $GEBM_DATA_DIR, the user cache, download)")
@@ -158,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     config_dir = args.config_dir
     if config_dir is None and args.protocol == "kexpfam-paper" and PAPER_CONFIG_DIR.is_dir():
         config_dir = PAPER_CONFIG_DIR
-    methods = _parse_list(args.methods, METHODS, "methods") or list(METHODS)
+    methods = _parse_list(args.methods, METHODS, "methods") or list(METHODS if args.full else QUICK_METHODS)
     datasets = _parse_list(args.datasets, gp.data.dataset_names(), "datasets")
     skipped = []
     if datasets is None:

@@ -6,10 +6,16 @@ Rows (methods) of a job, all on the same train / validation / test split:
   weight decay): trial 0 of each flow's grid;
 * ``realnvp-reg``, ``maf-reg``, ``nsf-reg``: the point of the same grid (``[select.flow]``: Gaussian input
   noise σ, weight decay, width) with the lowest validation NLL, found by :func:`uci_select.coordinate_search`;
-* ``gebm-frozen``: a KALE energy on the chosen flow of kind ``[select] gebm_base`` (``"realnvp"``, or
-  ``"best"``: the flow with the lowest validation NLL), frozen; the energy's settings (``[select.energy]``)
-  are chosen by the validation NLL of the GEBM;
-* ``gebm-joint``: base and that energy trained on by KALE.
+* ``gebm-frozen``: a KALE energy on the chosen flow of kind ``[select] gebm_base`` (``"best"``: the flow
+  with the lowest validation NLL among all families; or one family, ``"realnvp"`` by default), frozen;
+  the energy's settings (``[select.energy]``) are chosen by the validation NLL of the GEBM;
+* ``gebm-joint``: base and that energy trained on by KALE;
+* ``gebm-realnvp``, ``gebm-maf``, ``gebm-nsf``: a KALE energy (gebm-frozen's chosen settings, no grid) on
+  each family's chosen flow, frozen; where that flow is gebm-frozen's base, it is gebm-frozen itself
+  (``same_as``, no cost).
+
+Every flow row records ``sample_time_1e4``: the CPU seconds to draw 10⁴ base samples (KALE draws
+``noise_factor`` × batch of them per energy step; an autoregressive G takes D passes per layer).
 
 ``best-flow`` (in the paired differences) is the ``*-reg`` flow with the lowest validation NLL. Test
 figures never enter a choice. Every row records its wall and CPU time (the process's CPU seconds:
@@ -25,18 +31,20 @@ import zlib
 
 import numpy as np
 import torch
-from uci_methods import evaluate, flow_nll, run_flow_point, run_kale, with_point
+from uci_methods import evaluate, flow_nll, run_flow_point, run_kale, sampling_cost, with_point
 from uci_select import axes_from_config, coordinate_search, pick
 
 import gebm_ppl as gp
 from gebm_ppl.evaluation import paired_difference, stderr
 
-__all__ = ["ENERGY_AXES", "FLOW_AXES", "FLOW_KINDS", "GEBMS", "METHODS", "REFERENCES", "check_select", "job_entry",
-           "run_job", "worker_init"]
+__all__ = ["ENERGY_AXES", "FAMILY_GEBMS", "FLOW_AXES", "FLOW_KINDS", "GEBMS", "METHODS", "REFERENCES",
+           "check_select", "choose_base", "job_entry", "run_job", "worker_init"]
 
 FLOW_KINDS = ("realnvp", "maf", "nsf")
-METHODS = ("realnvp", "realnvp-reg", "maf", "maf-reg", "nsf", "nsf-reg", "gebm-frozen", "gebm-joint")
-GEBMS = ("gebm-frozen", "gebm-joint")
+FAMILY_GEBMS = {f"gebm-{k}": k for k in FLOW_KINDS}
+"""A frozen GEBM on each family's chosen flow: method → flow kind."""
+METHODS = ("realnvp", "realnvp-reg", "maf", "maf-reg", "nsf", "nsf-reg", "gebm-frozen", "gebm-joint", *FAMILY_GEBMS)
+GEBMS = ("gebm-frozen", "gebm-joint", *FAMILY_GEBMS)
 REFERENCES = ("realnvp", "maf", "nsf", "realnvp-reg", "maf-reg", "nsf-reg", "best-flow")
 FLOW_AXES = ("noise_std", "weight_decay", "hidden_features")
 # [select.energy] axis -> the configuration key it sets
@@ -86,7 +94,7 @@ def _check_start(cfg: dict, axes: list[tuple[str, list]], kind: str | None = Non
         section, name = next((s, n) for s, t in point.items() for n in t)
         default = {"noise_std": 0.0, "weight_decay": 0.0, "penalty": 0.1, "energy_l2": 0.0}.get(name)
         own = cfg.get(section, {}).get(name, default)
-        if own != values[0]:
+        if own != with_point(cfg, {key: values[0]}, kind)[section][name]:
             raise ValueError(f"[select] axis {key!r} should start at the configuration's own value "
                              f"[{section}] {name} = {own!r}; it starts at {values[0]!r}.")
 
@@ -100,9 +108,12 @@ def check_select(cfg: dict) -> None:
     select = cfg.get("select", {})
     if select.get("gebm_base", "realnvp") not in (*FLOW_KINDS, "best"):
         raise ValueError(f"[select] gebm_base should be one of {[*FLOW_KINDS, 'best']}. Got {select['gebm_base']!r}.")
-    unknown = sorted(set(select) - {"gebm_base", "flow", "energy"})
+    unknown = sorted(set(select) - {"gebm_base", "flows", "flow", "energy"})
     if unknown:
-        raise ValueError(f"unknown keys {unknown} in [select]; expected gebm_base, flow, energy.")
+        raise ValueError(f"unknown keys {unknown} in [select]; expected gebm_base, flows, flow, energy.")
+    flows = select.get("flows", list(FLOW_KINDS))
+    if not isinstance(flows, list) or not flows or set(flows) - set(FLOW_KINDS):
+        raise ValueError(f"[select] flows should be a non-empty list of {list(FLOW_KINDS)}. Got {flows!r}.")
     flow_axes = axes_from_config(select.get("flow"), FLOW_AXES)
     for kind in FLOW_KINDS:
         if kind in cfg or kind == "realnvp":
@@ -162,7 +173,9 @@ def run_job(dataset: str, seed: int, cfg: dict, methods: list[str], opts: dict) 
     base_kind = select.get("gebm_base", "realnvp")
     want_gebm = any(m in methods for m in GEBMS)
     for kind in FLOW_KINDS:
-        for_base = want_gebm and base_kind in (kind, "best")
+        if kind not in select.get("flows", FLOW_KINDS):  # a family this configuration does not train
+            continue
+        for_base = (want_gebm and base_kind in (kind, "best")) or f"gebm-{kind}" in methods
         want_reg = f"{kind}-reg" in methods or for_base
         if not (want_reg or kind in methods):
             continue
@@ -189,7 +202,7 @@ def run_job(dataset: str, seed: int, cfg: dict, methods: list[str], opts: dict) 
             model, per_example, info, message = fitted[i]
             if model is None:
                 raise MethodFailed(message or "failed")
-            out = {**info, "point": trials[i]["point"]}
+            out = {**info, "point": trials[i]["point"], "sample_time_1e4": sampling_cost(model)}
             if with_trials:
                 out.update(chosen_trial=i, trials=trials, unregularised=i == 0)
             return out, model, per_example
@@ -201,14 +214,10 @@ def run_job(dataset: str, seed: int, cfg: dict, methods: list[str], opts: dict) 
                    (sum(t["wall_time"] for t in trials), sum(t["cpu_time"] for t in trials)))
 
     flows = [m for m in METHODS if m not in GEBMS and m in nll]
-    reg = [f"{k}-reg" for k in FLOW_KINDS if f"{k}-reg" in nll]
-    best_flow = reg[pick([rows[m] for m in reg])] if reg else None
+    best_flow = choose_base("best", rows, nll)
 
-    # ---- GEBMs on the chosen base
-    if base_kind == "best":
-        base_method = best_flow
-    else:
-        base_method = next((m for m in (f"{base_kind}-reg", base_kind) if m in nll), None)
+    # ---- GEBMs on the chosen base (by validation NLL only)
+    base_method = choose_base(base_kind, rows, nll)
     energy_axes = [(ENERGY_AXES[k], v) for k, v in axes_from_config(select.get("energy"), tuple(ENERGY_AXES))]
     energy_cfg = cfg
 
@@ -228,7 +237,8 @@ def run_job(dataset: str, seed: int, cfg: dict, methods: list[str], opts: dict) 
         gebm, info, energy_cfg = fitted[chosen]
         figures, per_example = evaluate(gebm, test, energy_cfg, seed)
         return {**info, **figures, "base_method": base_method, "point": trials[chosen]["point"],
-                "chosen_trial": chosen, "trials": trials}, gebm, per_example  # fmt: skip
+                "chosen_trial": chosen, "trials": trials,
+                "sample_time_1e4": rows[base_method].get("sample_time_1e4")}, gebm, per_example  # fmt: skip
 
     def joint():
         if "gebm-frozen" not in models:
@@ -239,10 +249,31 @@ def run_job(dataset: str, seed: int, cfg: dict, methods: list[str], opts: dict) 
         figures, per_example = evaluate(gebm, test, energy_cfg, seed)
         return {**info, **figures, "base_method": base_method}, gebm, per_example
 
+    def family(kind: str):
+        flow = choose_base(kind, rows, nll)
+        if flow is None:
+            raise MethodFailed(f"needs the {kind} flow, which failed or was not run")
+        if "gebm-frozen" not in models:
+            raise MethodFailed("needs gebm-frozen's energy settings, which failed or was not run")
+        info, gebm = run_kale(data, models[flow], energy_cfg, seed, device, False, joint=False)
+        figures, per_example = evaluate(gebm, test, energy_cfg, seed)
+        return {**info, **figures, "base_method": flow, "sample_time_1e4": rows[flow].get("sample_time_1e4")}, \
+            gebm, per_example
+
     if want_gebm:
         record("gebm-frozen", frozen)
     if "gebm-joint" in methods:
         record("gebm-joint", joint)
+    for method, kind in FAMILY_GEBMS.items():
+        if method not in methods:
+            continue
+        if "gebm-frozen" in models and choose_base(kind, rows, nll) == base_method:  # the same model: no refit
+            rows[method] = {**rows["gebm-frozen"], "method": method, "same_as": "gebm-frozen", "wall_time": 0.0,
+                            "cpu_time": 0.0}  # fmt: skip
+            models[method], nll[method] = models["gebm-frozen"], nll["gebm-frozen"]
+            _say(opts, f"{dataset} seed {seed} {method}: = gebm-frozen (the same base)")
+            continue
+        record(method, lambda kind=kind: family(kind))
 
     # ---- paired differences per test example, Δ = method − reference (same split)
     refs = {r: nll[r] for r in REFERENCES if r in nll}
@@ -260,7 +291,8 @@ def run_job(dataset: str, seed: int, cfg: dict, methods: list[str], opts: dict) 
     info = {"sizes": data.metadata["sizes"], "dim": data.dim, "protocol": data.metadata["protocol"]}
     job = {"cpu_time": time.process_time() - job_cpu, "wall_time": time.perf_counter() - job_wall}
     out = []
-    keep = set(methods) | ({"gebm-frozen", base_method} if want_gebm else set())
+    bases = {base_method, *(choose_base(k, rows, nll) for m, k in FAMILY_GEBMS.items() if m in methods)}
+    keep = set(methods) | ({"gebm-frozen", *bases} if want_gebm else set())
     for method in METHODS:
         if method in rows and method in keep:
             rec = rows[method]
@@ -268,6 +300,16 @@ def run_job(dataset: str, seed: int, cfg: dict, methods: list[str], opts: dict) 
                        job=job, flows_run=flows)  # fmt: skip
             out.append(rec)
     return out
+
+
+def choose_base(kind: str, rows: dict[str, dict], nll: dict) -> str | None:
+    """The GEBM base method for ``[select] gebm_base = kind``: ``"best"``: the ``*-reg`` flow of lowest
+    validation NLL (:func:`uci_select.pick`: test figures are never read); a family: its ``-reg`` flow, else
+    its plain flow. None when no such flow succeeded."""
+    if kind == "best":
+        reg = [f"{k}-reg" for k in FLOW_KINDS if f"{k}-reg" in nll]
+        return reg[pick([rows[m] for m in reg])] if reg else None
+    return next((m for m in (f"{kind}-reg", kind) if m in nll), None)
 
 
 def worker_init(threads: int) -> None:

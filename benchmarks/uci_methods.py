@@ -4,7 +4,9 @@
   :func:`gebm_ppl.runs.train_base_mle`;
 * ``gebm-frozen`` / ``gebm-joint``: an energy (:func:`gebm_ppl.runs.build_energy`) trained by
   :func:`gebm_ppl.runs.train_energy_kale` on a copy of that base, frozen or trained with it;
-* ``maf``, ``nsf``: the reference flows of :mod:`reference_flows`, fitted by the same MLE stage.
+* ``maf``, ``nsf``: the flows of the ``[maf]`` / ``[nsf]`` tables, built by the same
+  :func:`gebm_ppl.runs.build_base` (any registered base: ``class = "MAF"`` / ``"NSF"`` for the zuko flows;
+  without ``class``, the nflows flows of :mod:`reference_flows`) and fitted by the same MLE stage.
 
 GEBMs are evaluated by :func:`gebm_ppl.evaluate_gebm` (its field names are the result keys).
 """
@@ -12,22 +14,27 @@ GEBMs are evaluated by :func:`gebm_ppl.evaluate_gebm` (its field names are the r
 from __future__ import annotations
 
 import copy
+import inspect
+import time
 import zlib
 
 import numpy as np
 import torch
-from reference_flows import FLOWS
+from reference_flows import DEFAULT_CLASS
 from uci_config import run_config
+from uci_pool import PooledBase
 
 import gebm_ppl as gp
 from gebm_ppl import runs
 from gebm_ppl.evaluation import evaluate_gebm, low_ess_warning
 
-__all__ = ["FLOW_SECTIONS", "evaluate", "flow_nll", "run_flow", "run_flow_point", "run_kale", "run_realnvp",
-           "with_point"]
+__all__ = ["FLOW_SECTIONS", "MLE_KEYS", "evaluate", "flow_nll", "flow_tables", "run_flow", "run_flow_point",
+           "run_kale", "run_realnvp", "sampling_cost", "with_point"]
 
 # where each flow's architecture and MLE options live in a benchmark configuration
 FLOW_SECTIONS = {"realnvp": ("realnvp", "mle"), "maf": ("maf", "maf"), "nsf": ("nsf", "nsf")}
+MLE_KEYS = frozenset(n for n, p in inspect.signature(gp.fit_mle).parameters.items() if p.kind is p.KEYWORD_ONLY)
+"""The keys of a ``[maf]`` / ``[nsf]`` table that go to :func:`gebm_ppl.fit_mle`; the others build the base."""
 
 
 def seed_for(dataset: str, seed: int, method: str) -> int:
@@ -68,19 +75,43 @@ def run_realnvp(data, cfg: dict, seed: int, device, progress) -> tuple[dict, obj
     return {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(base)}, base
 
 
-def run_flow(kind: str, data, cfg: dict, seed: int, device, progress) -> tuple[dict, object]:
-    """A reference flow (``maf`` or ``nsf``) by the same MLE stage."""
+def flow_tables(kind: str, cfg: dict) -> tuple[dict, dict]:
+    """(base table, fit_mle options) of flow ``kind`` (``maf`` or ``nsf``): the ``[kind]`` table split by
+    :data:`MLE_KEYS`; the base table gets ``class`` = :data:`reference_flows.DEFAULT_CLASS` when it names none."""
     section = dict(cfg[kind])
-    arch = {k: section.pop(k) for k in list(section) if k in ("hidden_features", "num_layers", "num_blocks",
-                                                            "num_bins", "tail_bound")}  # fmt: skip
-    torch.manual_seed(seed_for(data.name, seed, kind))
-    flow = FLOWS[kind](data.dim, **arch).to(device)
-    h = runs.train_base_mle(flow, data, section, seed=seed, device=device, progress=progress)
-    return {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(flow), "config": flow.config}, flow
+    options = {k: section.pop(k) for k in list(section) if k in MLE_KEYS}
+    return {"class": DEFAULT_CLASS[kind], **section}, options
+
+
+def run_flow(kind: str, data, cfg: dict, seed: int, device, progress) -> tuple[dict, object]:
+    """A reference flow (``maf`` or ``nsf``) built from its table by :func:`gebm_ppl.runs.build_base` (so every
+    registered base and every base option works as in ``gebm fit``), fitted by the same MLE stage."""
+    table, options = flow_tables(kind, cfg)
+    flow = runs.build_base({"base": table}, data.dim, seed=seed_for(data.name, seed, kind)).to(device)
+    h = runs.train_base_mle(flow, data, options, seed=seed, device=device, progress=progress)
+    return {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(flow), "config": flow.config,
+            "class": table["class"]}, flow  # fmt: skip
+
+
+@torch.no_grad()
+def sampling_cost(base, num_samples: int = 10_000, seed: int = 0) -> float:
+    """CPU seconds to draw ``num_samples`` base samples G(z) (an autoregressive G takes D passes per layer)."""
+    base.eval()
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    z = torch.randn(num_samples, base.latent_dim, generator=g).to(next(base.parameters()).device)
+    base(z[:10])  # warm-up
+    c0 = time.process_time()
+    base(z)
+    return time.process_time() - c0
 
 
 def run_kale(data, base, cfg: dict, seed: int, device, progress, *, joint: bool, energy=None):
-    """KALE on a copy of ``base``: frozen (``joint=False``) or trained with the energy."""
+    """KALE on a copy of ``base``: frozen (``joint=False``) or trained with the energy.
+
+    A frozen base with ``kale_base_pool = N > 0`` in the configuration trains on a pool of N base draws
+    (:class:`uci_pool.PooledBase`, drawn once with a seed of (dataset, seed)); the returned GEBM holds the
+    base itself, so its evaluation draws G afresh.
+    """
     section = dict(cfg["kale_joint" if joint else "kale"])
     init_energy = section.pop("init_energy", "fresh")
     base = copy.deepcopy(base)
@@ -91,17 +122,24 @@ def run_kale(data, base, cfg: dict, seed: int, device, progress, *, joint: bool,
     else:
         energy = runs.build_energy(run_config(cfg), data.dim, seed=runs.init_seed(seed, "energy"))  # as gebm fit
         started_from = "fresh energy"
-    gebm = gp.GEBM(base, energy).to(device)
+    pool = 0 if joint else int(cfg.get("kale_base_pool", 0))
+    trained = PooledBase(base.to(device), pool, seed_for(data.name, seed, "pool")) if pool else base
+    gebm = gp.GEBM(trained, energy).to(device)
     h = runs.train_energy_kale(gebm, data, {**section, "train_base": joint}, seed=seed, device=device,
                                progress=progress)
-    return {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(gebm.energy),
-            "started_from": started_from}, gebm  # fmt: skip
+    gebm.base = base  # the base itself (not the pool) from here on
+    info = {"history": _history(h), "val_nll": h.best_value, "n_params": _n_params(gebm.energy),
+            "started_from": started_from}  # fmt: skip
+    if pool:
+        info.update(base_pool=pool, base_pool_time=trained.build_cpu_time)
+    return info, gebm
 
 
 def with_point(cfg: dict, point: dict, kind: str | None = None) -> dict:
     """A copy of ``cfg`` with a grid point applied: keys ``"section.key"`` as they are, and for a flow
     ``kind`` the flow keys ``hidden_features`` (its architecture section), ``noise_std`` and
-    ``weight_decay`` (its MLE options)."""
+    ``weight_decay`` (its MLE options). A width w given to a flow whose ``hidden_features`` is a list of
+    widths (zuko flows) sets every layer: [w] × its length."""
     cfg = copy.deepcopy(cfg)
     for key, value in point.items():
         if "." in key:
@@ -111,6 +149,9 @@ def with_point(cfg: dict, point: dict, kind: str | None = None) -> dict:
             section, name = (arch if key == "hidden_features" else options), key
         else:
             raise ValueError(f"grid key {key!r} should be 'section.key' outside a flow's grid.")
+        current = cfg.get(section, {}).get(name)
+        if name == "hidden_features" and isinstance(current, list) and isinstance(value, int):
+            value = [value] * len(current)
         cfg.setdefault(section, {})[name] = value
     return cfg
 

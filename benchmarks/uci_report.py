@@ -28,6 +28,9 @@ LABELS = {
     "nsf-reg": "NSF (MLE, val-selected reg.)",
     "gebm-frozen": "GEBM: KALE energy on the chosen flow (frozen)",
     "gebm-joint": "GEBM: KALE base + energy",
+    "gebm-realnvp": "GEBM on the chosen RealNVP (frozen)",
+    "gebm-maf": "GEBM on the chosen MAF (frozen)",
+    "gebm-nsf": "GEBM on the chosen NSF (frozen)",
     "best-flow": "best validation flow",
 }
 SHORT = {"noise_std": "σ", "weight_decay": "wd", "hidden_features": "width", "energy.hidden": "hidden",
@@ -37,6 +40,11 @@ SHORT = {"noise_std": "σ", "weight_decay": "wd", "hidden_features": "width", "e
 
 def _label(point: dict) -> str:
     return ", ".join(f"{SHORT.get(k, k)}={v}" for k, v in point.items()) or "as configured"
+
+
+def _mean_of(values) -> float | None:
+    values = [float(v) for v in values if finite(v)]
+    return float(np.mean(values)) if values else None
 
 
 def summarise(rows: list[dict], datasets: list[str], methods: list[str]) -> list[dict]:
@@ -65,6 +73,8 @@ def summarise(rows: list[dict], datasets: list[str], methods: list[str]) -> list
                 "failures": [{"seed": r["seed"], "message": r["message"]} for r in runs if r["status"] != "ok"],
                 "wall_time": float(np.mean([r["wall_time"] for r in runs])),
                 "cpu_time": float(np.mean([r.get("cpu_time", 0.0) for r in runs])),
+                "sample_time_1e4": _mean_of(r.get("sample_time_1e4") for r in runs),
+                "same_as": sorted({r["same_as"] for r in runs if r.get("same_as")}),
                 "status": "ok" if ok else "failed",
                 "warnings": [{"seed": r["seed"], "message": r["warning"]} for r in ok if r.get("warning")],
             }  # fmt: skip
@@ -287,7 +297,7 @@ def format_table(summary: list[dict], run_info: dict, points: dict[str, list[dic
 
     lines += ["", "### Validation choices", "",
               "Flows: coordinate search over the grid of `[select.flow]` (the same for every flow, starting at the "
-              "unregularised flow); energy: over `[select.energy]`. Val NLL: the first (unregularised) point → the "
+              "configured flow); energy: over `[select.energy]`. Val NLL: the first (configured) point → the "
               "chosen one, mean over seeds.", "",
               "| dataset | method | grid | val NLL | chosen point per seed |", "|---|---|---|---|---|"]  # fmt: skip
     for d in datasets:
@@ -311,11 +321,17 @@ def format_table(summary: list[dict], run_info: dict, points: dict[str, list[dic
                          f"{', '.join(str(e) for e in s['epochs'])} |")
     lines += ["", "### Cost per method (mean over seeds)", "",
               "A `-reg` flow's cost is its whole grid (the plain flow's fit included); gebm-frozen's includes its "
-              "energy grid.", "", "| dataset | method | wall (s) | CPU (s) | epochs of the kept fit |",
-              "|---|---|---|---|---|"]  # fmt: skip
+              "energy grid; a per-family GEBM whose flow is gebm-frozen's base is gebm-frozen itself (cost 0). "
+              "Base sampling: CPU seconds for 10⁴ draws G(z) of the flow (a GEBM: of its base), one thread; KALE "
+              "draws noise factor × batch of them per energy step, Â 10⁵.", "",
+              "| dataset | method | wall (s) | CPU (s) | base sampling (CPU s / 10⁴) | epochs of the kept fit |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
     for s in summary:
         epochs = ", ".join(str(e) for e in s.get("epochs", [])) or "—"
-        lines.append(f"| {s['dataset']} | {s['method']} | {s['wall_time']:.0f} | {s['cpu_time']:.0f} | {epochs} |")
+        if s.get("same_as"):
+            epochs += f" (= {', '.join(s['same_as'])} on some seeds)"
+        lines.append(f"| {s['dataset']} | {s['method']} | {s['wall_time']:.0f} | {s['cpu_time']:.0f} | "
+                     f"{_fmt(s.get('sample_time_1e4'), digits=3)} | {epochs} |")
     warnings = [(s, w) for s in summary for w in s.get("warnings", [])]
     if warnings:
         lines += ["", "### Warnings", ""]

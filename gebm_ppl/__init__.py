@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from . import _compat
-from .bases import NSF, AffineBase, Base, ConvGenerator, DensityNotAvailable, MLPGenerator, RealNVP, TransformBase
+from .bases import MAF, NSF, AffineBase, Base, ConvGenerator, DensityNotAvailable, MLPGenerator, RealNVP, TransformBase
 from .energies import ConvEnergy, Energy, EnergyMLP, QuadraticEnergy, gradient_penalty
 from .gebm import GEBM
 from .kale import (
@@ -71,6 +71,7 @@ __all__ = [
     "DegenerateLogPartition",
     "LowESSWarning",
     "check_ess",
+    "MAF",
     "NSF",
     "TransformBase",
     "AffineBase",

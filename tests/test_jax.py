@@ -263,6 +263,7 @@ def _bases():
         gp.AffineBase: lambda: gp.AffineBase(4),
         gp.NSF: lambda: gp.NSF(4, transforms=2, hidden_features=(8,), bins=4),
         gp.StudentTBase: lambda: gp.StudentTBase(gp.RealNVP(4, hidden_features=8, num_layers=2), df=2),
+        gp.MAF: lambda: gp.MAF(4, transforms=2, hidden_features=(8,)),
         gp.MLPGenerator: lambda: gp.MLPGenerator(2, 16, hidden=(8,), output="identity"),
         gp.ConvGenerator: lambda: gp.ConvGenerator(2, (1, 4, 4), channels=(4, 4, 4)),
     }

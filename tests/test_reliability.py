@@ -674,7 +674,8 @@ def test_benchmark_records_a_diverging_kale_run_as_failed(data_env, capsys):
     out = data_env / "out"
     tiny = ["realnvp.hidden_features=8", "realnvp.num_layers=2", "energy.hidden=[32, 32]", "kale.noise_factor=2",
             "kale.log_partition_samples=500", "energy.spectral_norm=false", "kale.energy_lr=1e6",
-            "kale.grad_clip=1e30", "select.flow.noise_std=[0.0]", "select.energy.penalty=[0.1]"]  # fmt: skip
+            "kale.grad_clip=1e30", "select.flow={}", "select.energy.penalty=[0.1]",
+            "select.gebm_base=realnvp"]  # fmt: skip
     argv = ["--datasets", "red-wine", "--methods", "realnvp,gebm-frozen", "--seeds", "1", "--epochs", "1",
             "--eval-samples", "2000", "--data-dir", str(UCI), "--out", str(out), "--no-progress",
             "--no-plot"]  # fmt: skip

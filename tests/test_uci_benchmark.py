@@ -29,15 +29,23 @@ def _module(name: str):
     return module
 
 
-TINY = [
+TINY_MODELS = [
     "--set", "realnvp.hidden_features=8", "--set", "realnvp.num_layers=2",
-    "--set", "energy.hidden=[8, 8]", "--set", "maf.hidden_features=8", "--set", "maf.num_layers=2",
-    "--set", "nsf.hidden_features=8", "--set", "nsf.num_layers=1",
+    "--set", "energy.hidden=[8, 8]", "--set", "maf.hidden_features=[8]", "--set", "maf.transforms=2",
+    "--set", "nsf.hidden_features=[8]", "--set", "nsf.transforms=1", "--set", "nsf.bins=4",
     "--set", "kale.noise_factor=2", "--set", "kale_joint.noise_factor=2",
     "--set", "kale.log_partition_samples=500", "--set", "kale_joint.log_partition_samples=500",
+    "--set", "mle.noise_std=0.0", "--set", "maf.noise_std=0.0", "--set", "nsf.noise_std=0.0",
+    "--set", "mle.weight_decay=0.0", "--set", "maf.weight_decay=0.0", "--set", "nsf.weight_decay=0.0",
     "--set", "select.flow.noise_std=[0.0, 0.2]", "--set", "select.flow.weight_decay=[0.0]",
-    "--set", "select.flow.hidden_features=[8]", "--set", "select.energy.penalty=[0.1, 1.0]",
+    "--set", "select.flow.hidden_features=[8]",
+]  # fmt: skip
+TINY = [
+    *TINY_MODELS, "--set", "select.energy.penalty=[0.1, 1.0]",
     "--set", "kale_joint.energy_lr=-1",  # makes gebm-joint fail: the run must record it and go on
+    # the eight methods and the RealNVP base of this test (the per-family GEBMs and the best base: below)
+    "--set", "select.gebm_base=realnvp",
+    "--methods", "realnvp,realnvp-reg,maf,maf-reg,nsf,nsf-reg,gebm-frozen,gebm-joint",
 ]  # fmt: skip
 
 
@@ -138,6 +146,88 @@ def test_config_files_and_overrides():
     cfg["select"]["flow"]["noise_std"] = [0.1, 0.0]
     with pytest.raises(ValueError, match="start at the configuration's own value"):
         job.check_select(cfg)
+
+
+@pytest.mark.skipif(not HAS_WINE, reason=f"no UCI files in {UCI}")
+def test_gebm_on_the_best_base_and_on_every_family(tmp_path, monkeypatch, capfd):
+    """~15 s: one seed; gebm-frozen on the flow of lowest validation NLL, a GEBM on each family's flow."""
+    monkeypatch.setenv("GEBM_CACHE_DIR", str(tmp_path / "cache"))
+    bench = _module("uci_density")
+    argv = ["--datasets", "red-wine", "--seeds", "1", "--epochs", "1", "--eval-samples", "2000", "--workers", "1",
+            "--data-dir", str(UCI), "--out", str(tmp_path), "--no-progress", "--no-plot", *TINY_MODELS,
+            "--methods", "realnvp-reg,maf-reg,nsf-reg,gebm-frozen,gebm-realnvp,gebm-maf,gebm-nsf"]  # fmt: skip
+    assert bench.main(argv) == 0
+    table = capfd.readouterr().out
+    assert "base sampling (CPU s / 10⁴)" in table and "GEBM on the chosen MAF (frozen)" in table
+    rows = {r["method"]: r for r in json.loads((tmp_path / "uci_density.json").read_text())["results"]}
+    flows = ("realnvp-reg", "maf-reg", "nsf-reg")
+    assert all(rows[m]["status"] == "ok" and rows[m]["sample_time_1e4"] > 0 for m in flows)
+    best = min(flows, key=lambda m: rows[m]["val_nll"])  # by validation NLL, whatever the test NLLs say
+    assert rows["gebm-frozen"]["base_method"] == best == rows["gebm-frozen"]["best_flow"]
+    assert rows["gebm-frozen"]["base_pool"] == 100_000  # frozen-base KALE on a pool of base draws (the config)
+    with h5py.File(tmp_path / "uci_density.h5", "r") as h5:
+        per = {m: h5[f"red-wine/seed0/{m}/test_nll_per_example"][()] for m in rows}
+    for m, kind in (("gebm-realnvp", "realnvp"), ("gebm-maf", "maf"), ("gebm-nsf", "nsf")):
+        r = rows[m]
+        assert r["status"] == "ok" and r["base_method"] == f"{kind}-reg", m
+        if f"{kind}-reg" == best:  # the same model as gebm-frozen: reused, not refitted
+            assert r["same_as"] == "gebm-frozen" and r["cpu_time"] == 0.0
+            np.testing.assert_array_equal(per[m], per["gebm-frozen"])
+        else:
+            assert "same_as" not in r and r["cpu_time"] > 0 and not np.array_equal(per[m], per["gebm-frozen"])
+
+
+def test_gebm_base_is_chosen_by_validation_never_by_test():
+    job = _module("uci_job")
+    # validation picks the MAF, test would pick the NSF
+    rows = {"realnvp-reg": {"val_nll": 12.0, "test_nll": 12.5}, "maf-reg": {"val_nll": 11.0, "test_nll": 12.9},
+            "nsf-reg": {"val_nll": 11.2, "test_nll": 10.0}, "nsf": {"val_nll": 10.0, "test_nll": 9.0}}
+    nll = dict.fromkeys(rows, np.zeros(3))
+    assert job.choose_base("best", rows, nll) == "maf-reg"
+    assert min(("realnvp-reg", "maf-reg", "nsf-reg"), key=lambda m: rows[m]["test_nll"]) == "nsf-reg"
+    assert job.choose_base("nsf", rows, nll) == "nsf-reg"  # a family: its validation-chosen flow
+    del nll["nsf-reg"]
+    assert job.choose_base("nsf", rows, nll) == "nsf" and job.choose_base("best", rows, nll) == "maf-reg"
+    assert job.choose_base("realnvp", {}, {}) is None
+
+
+def test_flow_tables_build_any_registered_base():
+    methods = _module("uci_methods")
+    cfg = {"maf": {"class": "MAF", "transforms": 2, "hidden_features": [8], "epochs": 3, "optimizer": "adamw",
+                   "noise_std": 0.1}, "nsf": {"hidden_features": 8, "num_layers": 1, "lr": 1e-3}}  # fmt: skip
+    table, options = methods.flow_tables("maf", cfg)
+    assert table == {"class": "MAF", "transforms": 2, "hidden_features": [8]}
+    assert options == {"epochs": 3, "optimizer": "adamw", "noise_std": 0.1}
+    table, options = methods.flow_tables("nsf", cfg)  # no class: the nflows flow of older configurations
+    assert table == {"class": "NflowsNSF", "hidden_features": 8, "num_layers": 1} and options == {"lr": 1e-3}
+    # a width on a zuko flow's list of widths sets every layer
+    assert methods.with_point(cfg, {"hidden_features": 16}, "maf")["maf"]["hidden_features"] == [16]
+    assert methods.with_point(cfg, {"hidden_features": 16}, "nsf")["nsf"]["hidden_features"] == 16
+
+
+def test_pooled_base_draws_from_its_pool_and_keeps_the_density():
+    import torch
+
+    pool_module = _module("uci_pool")
+    import gebm_ppl as gp
+
+    torch.manual_seed(0)
+    base = gp.MAF(3, transforms=1, hidden_features=(8,)).eval()
+    pooled = pool_module.PooledBase(base, 200, seed=1)
+    again = pool_module.PooledBase(base, 200, seed=1)
+    assert torch.equal(pooled.pool, again.pool) and pooled.pool.shape == (200, 3)  # seeded
+    with torch.no_grad():  # the pool holds draws of G: its rows are G(z) for the seed's latents
+        z = torch.randn(200, 3, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(pooled.pool, base(z))
+    x = pooled(torch.randn(20_000, 3, generator=torch.Generator().manual_seed(2)))
+    rows = (x[:, None, :] == pooled.pool[None]).all(-1)
+    assert bool(rows.any(1).all())  # every draw is a pool entry
+    counts = rows.sum(0).double()  # about uniform over the entries: 100 each, Poisson spread 10
+    assert counts.min() > 50 and counts.max() < 150 and abs(float(counts.mean()) - 100) < 1e-9
+    xt = torch.randn(5, 3)
+    torch.testing.assert_close(pooled.log_prob(xt), base.log_prob(xt))  # the density is the base's
+    with pytest.raises(ValueError, match="num_samples"):
+        pool_module.PooledBase(base, 0, seed=1)
 
 
 def test_selection_uses_validation_only():

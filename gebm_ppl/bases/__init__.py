@@ -8,6 +8,7 @@ from ..registry import ComponentView, register_base
 from .affine import AffineBase
 from .base import Base, DensityNotAvailable, standard_normal_log_prob
 from .generators import ConvGenerator, MLPGenerator
+from .maf import MAF
 from .nsf import NSF
 from .realnvp import ExpTanhAffineCoupling, NflowsTransformBase, RealNVP
 from .tails import StudentTBase
@@ -18,6 +19,7 @@ BASES = ComponentView("base")
 
 __all__ = [
     "BASES",
+    "MAF",
     "NSF",
     "AffineBase",
     "Base",

@@ -12,8 +12,7 @@ import numpy as np
 if TYPE_CHECKING:
     from ..bases.nsf import NSF
 
-__all__ = ["NSFLayerSpec", "NSFSpec", "convert_nsf"]
-
+__all__ = ["NSFLayerSpec", "NSFSpec", "autoregressive_forward", "convert_nsf", "masked_layers"]
 
 
 class NSFLayerSpec(NamedTuple):
@@ -102,34 +101,42 @@ class NSFSpec(NamedTuple):
         from ._nn import check_last_dim
 
         check_last_dim(z, self.dim, "z")
-        logdet = jnp.zeros(z.shape[:-1], z.dtype)
-        for layer, weights in zip(reversed(self.layers), reversed(params["layers"]), strict=True):
-            x = jnp.zeros_like(z)
-            for _ in range(layer.passes):
-                x = self._inverse_spline(self._knots(layer, weights, x), z)
-            logdet = logdet - self._call_and_ladj(self._knots(layer, weights, x), x)[1]
-            z = x
-        return z, logdet
+        return autoregressive_forward(self.layers, params["layers"], z,
+                                      lambda layer, w, x, y: self._inverse_spline(self._knots(layer, w, x), y),
+                                      lambda layer, w, x: self._call_and_ladj(self._knots(layer, w, x), x)[1])
 
     def forward(self, params, z):
         """G(z), ``[..., D] → [..., D]``."""
         return self.forward_and_log_det(params, z)[0]
 
 
-def convert_nsf(base: NSF, dtype: type) -> tuple[NSFSpec, dict]:
-    """(spec, params) of an :class:`NSF`: masked weights W⊙A of each layer's MLP, in zuko's order."""
+def autoregressive_forward(layers, weights, z, invert, ladj):
+    """G(z) = T⁻¹(z) through masked autoregressive layers (zuko order, data → noise), and log|det ∂G/∂z|.
+
+    Each layer is inverted by ``layer.passes`` fixed-point passes x ← invert(layer, w, x, y) from x = 0
+    (exact after ``passes`` passes: pass k fixes the features of the k-th autoregressive block), and
+    log|det ∂G/∂z| = −Σ_layers ladj(layer, w, x), ladj the layer's log|det ∂T/∂x| at its input x.
+    """
+    logdet = jnp.zeros(z.shape[:-1], z.dtype)
+    for layer, w in zip(reversed(layers), reversed(weights), strict=True):
+        x = jnp.zeros_like(z)
+        for _ in range(layer.passes):
+            x = invert(layer, w, x, z)
+        logdet = logdet - ladj(layer, w, x)
+        z = x
+    return z, logdet
+
+
+def masked_layers(base, what: str, dtype: type) -> tuple[list[NSFLayerSpec], list[list[dict]], list]:
+    """The masked-MLP layers of a zuko autoregressive base: (layer specs, masked weights W⊙A and biases per
+    layer, zuko's layers). Only ReLU MLPs have a twin; ``what`` names the base in errors."""
     from torch import nn
     from zuko.nn import MaskedLinear
 
-    layers, weights = [], []
-    bins = slope = None
-    for i, t in enumerate(base.transform.transforms):
-        univariate = getattr(t, "univariate", None)
-        keywords = getattr(univariate, "keywords", {})
-        if not hasattr(t, "hyper") or "slope" not in keywords:
-            raise TypeError(f"to_jax: NSF layer {i} is a {type(t).__name__}, which has no JAX twin.")
-        slope = float(keywords["slope"])
-        bins = (t.total + 1) // 3
+    layers, weights, transforms = [], [], list(base.transform.transforms)
+    for i, t in enumerate(transforms):
+        if not hasattr(t, "hyper"):
+            raise TypeError(f"to_jax: {what} layer {i} is a {type(t).__name__}, which has no JAX twin.")
         ops, w = [], []
         for m in t.hyper.children():
             if isinstance(m, MaskedLinear):
@@ -141,7 +148,20 @@ def convert_nsf(base: NSF, dtype: type) -> tuple[NSFSpec, dict]:
             elif type(m) is nn.ReLU:
                 ops.append(("relu",))
             else:
-                raise TypeError(f"to_jax: NSF layer {i} contains a {type(m).__name__}, which has no JAX twin.")
+                raise TypeError(f"to_jax: {what} layer {i} contains a {type(m).__name__}, which has no JAX twin.")
         layers.append(NSFLayerSpec(tuple(ops), int(t.passes)))
         weights.append(w)
+    return layers, weights, transforms
+
+
+def convert_nsf(base: NSF, dtype: type) -> tuple[NSFSpec, dict]:
+    """(spec, params) of an :class:`NSF`: masked weights W⊙A of each layer's MLP, in zuko's order."""
+    layers, weights, transforms = masked_layers(base, "NSF", dtype)
+    bins = slope = None
+    for i, t in enumerate(transforms):
+        keywords = getattr(getattr(t, "univariate", None), "keywords", {})
+        if "slope" not in keywords:
+            raise TypeError(f"to_jax: NSF layer {i} is a {type(t).__name__}, which has no JAX twin.")
+        slope = float(keywords["slope"])
+        bins = (t.total + 1) // 3
     return NSFSpec(base.dim, tuple(layers), int(bins), 5.0, float(slope)), {"layers": weights}

@@ -20,7 +20,10 @@ from ._parallel import LogProb, Shard
 from ._rng import STREAM_NOISE, stream_generator
 from .history import TrainingHistory
 
-__all__ = ["fit_mle", "mean_nll"]
+__all__ = ["OPTIMIZERS", "fit_mle", "mean_nll"]
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+"""``fit_mle(optimizer=...)``: Adam with L2 weight decay (the default) or AdamW with decoupled decay."""
 
 
 @torch.no_grad()
@@ -50,6 +53,7 @@ def fit_mle(
     batch_size: int = 256,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
+    optimizer: str = "adam",
     noise_std: float = 0.0,
     patience: int | None = 20,
     grad_clip: float | None = 10.0,
@@ -65,7 +69,7 @@ def fit_mle(
     max_steps: int | None = None,
     eval_batch_size: int = 8192,
 ) -> TrainingHistory:
-    """Fit a density model by maximum likelihood: minimise −(1/N) Σ_n log g_θ(x_n) with Adam.
+    """Fit a density model by maximum likelihood: minimise −(1/N) Σ_n log g_θ(x_n) with Adam or AdamW.
 
     Mini-batches are reshuffled every epoch. With ``val``, the validation NLL −mean log g_θ(x_val)
     is evaluated every ``eval_every`` epochs, training stops after ``patience`` evaluations without
@@ -87,7 +91,11 @@ def fit_mle(
         epochs: maximum number of passes over ``train``.
         batch_size: minibatch size (the last batch of an epoch may be smaller).
         lr: Adam learning rate (> 0).
-        weight_decay: Adam's L2 weight decay (>= 0).
+        weight_decay: weight decay λ (>= 0), applied as ``optimizer`` says.
+        optimizer: ``"adam"`` (default): Adam on the gradient plus λθ (an L2 penalty, rescaled by Adam's
+            per-parameter step sizes); ``"adamw"``: AdamW (Loshchilov & Hutter, 2019,
+            https://arxiv.org/abs/1711.05101), decoupled decay θ ← θ(1 − lr·λ) before Adam's step on the NLL
+            gradient alone.
         noise_std: σ of Gaussian input noise (>= 0): each training minibatch is x + σ ε, ε ~ N(0, I),
             drawn afresh every step (a regulariser: the fitted density is g_θ smoothed by N(0, σ² I)
             during training; evaluation uses the clean data). 0: none.
@@ -137,6 +145,8 @@ def fit_mle(
     eval_batch_size = options.eval_batch_size
     lr = check_lr(lr, "lr")
     weight_decay = check_nonnegative_float(weight_decay, "weight_decay")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"'optimizer' should be one of {list(OPTIMIZERS)}. Got {optimizer!r}.")
     noise_std = check_nonnegative_float(noise_std, "noise_std")
     grad_clip = None if grad_clip is None else check_lr(grad_clip, "grad_clip")
     if device is not None:
@@ -148,10 +158,12 @@ def fit_mle(
     x_train = as_data(train, "train", getattr(base, "dim", None), dtype, dev)
     x_val = as_data(val, "val", x_train.shape[1], dtype, dev, optional=True)
 
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    optimizer_name = optimizer
+    optimizer = OPTIMIZERS[optimizer_name](params, lr=lr, weight_decay=weight_decay)
     scheduler = make_scheduler(optimizer, schedule, epochs, "min")
     settings = dict(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, noise_std=noise_std,
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer_name,
+        noise_std=noise_std,
         patience=patience, grad_clip=grad_clip, schedule=schedule, eval_every=eval_every, seed=seed,
         max_steps=max_steps, train_size=x_train.shape[0], val_size=None if x_val is None else x_val.shape[0],
         dim=x_train.shape[1], device=str(dev), dtype=str(dtype),
