@@ -181,12 +181,13 @@ def run_sampler(gebm: gp.GEBM, method: str, cfg: dict, n: int, seed: int, *, set
 # ----------------------------------------------------------------------------------------------- the paper's protocol
 
 
-def val_fd(data, classifier):
+def val_fd(data, classifier, split: str = "val"):
     """``fd(x)``: the Fréchet distance of images ``x`` to the VALIDATION split (its features computed once).
 
-    The sampler settings are chosen with this score only: it never reads ``data.test``.
+    The sampler settings are chosen with this score only: it never reads ``data.test``. (``split="test"``:
+    the same FD as :func:`score`'s, for the FD-against-steps curves.)
     """
-    ref = classifier.features(np.asarray(data.val))
+    ref = classifier.features(np.asarray(getattr(data, split)))
 
     def fd(x: np.ndarray) -> float:
         return float(gp.metrics.frechet_distance(classifier.features(np.asarray(x, dtype=np.float32)), ref))
@@ -336,7 +337,7 @@ def evaluate_seed(cfg: dict, data, classifier, seed: int, methods=DEFAULT_METHOD
     bench = cfg["benchmark"]
     n = int(bench["num_samples"])
     grid = int(bench.get("grid", 64))
-    fd_val = val_fd(data, classifier)
+    fd_val, fd_test = val_fd(data, classifier), val_fd(data, classifier, "test")
     rows, curves, grids, info, chosen = {}, {}, {}, {}, {}
 
     def record(name, out, gen_fd=None):
@@ -344,7 +345,7 @@ def evaluate_seed(cfg: dict, data, classifier, seed: int, methods=DEFAULT_METHOD
                  "energy_evals_per_image": out["num_energy_evals"] / n}
         if out.get("path") is not None:
             extra["labels_visited"] = labels_visited(out["path"], classifier)
-            fds = [score(out["path"][:, k], data, classifier)["fd"] for k in range(out["path"].shape[1])]
+            fds = [fd_test(out["path"][:, k]) for k in range(out["path"].shape[1])]
             curves[name] = ([0, *out["steps"]], [gen_fd, *fds]) if gen_fd is not None else (out["steps"], fds)
         rows[name] = {**score(out["x"], data, classifier), **extra}
         grids[name] = out["x"][:grid]

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .._modes import eval_mode, train_mode
+from .._threads import torch_threads
 from .._validation import check_positive_float, check_positive_int
 from ..sampling import sample_potential, ula
 
@@ -190,6 +191,15 @@ def fit_ebm(
     if x_train.ndim != 2 or x_train.shape[1] != dim:
         raise ValueError(f"'train' should have shape [N, {dim}]. Got {tuple(x_train.shape)}.")
     x_val = None if val is None else torch.as_tensor(np.asarray(val), dtype=p.dtype)
+    with torch_threads(model=energy):  # a small network: one thread unless chosen (gebm_ppl._threads)
+        return _fit_ebm(energy, x_train, x_val, dim, steps, batch_size, langevin_steps, step_size, temperature, lr,
+                        betas, energy_l2, buffer_size, reinit_prob, bounds, eval_every, seed)
+
+
+def _fit_ebm(energy, x_train, x_val, dim, steps, batch_size, langevin_steps, step_size, temperature, lr, betas,
+             energy_l2, buffer_size, reinit_prob, bounds, eval_every, seed) -> list[dict]:  # fmt: skip
+    """:func:`fit_ebm`'s loop, its arguments checked."""
+    p = next(energy.parameters())
     gen = torch.Generator().manual_seed(int(seed))
     buffer = _noise(buffer_size, dim, bounds, gen, p.dtype) if buffer_size else None
     opt = torch.optim.Adam(energy.parameters(), lr=lr, betas=betas)
@@ -289,7 +299,7 @@ def sample_ebm(
         init = _noise(num_chains, dim, bounds, torch.Generator().manual_seed(int(seed) + 1), p.dtype)
     thin = steps // num_recorded
     forward = None if bounds is None else (lambda x: x.clamp(*bounds))
-    with _frozen(energy):
+    with _frozen(energy), torch_threads(model=energy):
         return sample_potential(_potential(energy, temperature), init, "ula", num_samples=num_recorded,
                                 warmup_steps=0, seed=seed, progress=progress, forward=forward, thin=thin,
                                 step_size=step_size, step_size_decay=step_size_decay, decay_every=decay_every)
