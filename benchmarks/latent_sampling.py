@@ -10,7 +10,8 @@ better), modes covered (of 10, higher is better), label KL to the label prior (n
 confident fraction (higher is better). Means ± standard errors over training seeds.
 
     python benchmarks/latent_sampling.py                 # digits, 3 seeds, a few minutes on 2 cores
-    python benchmarks/latent_sampling.py --full          # MNIST (models/images/mnist.toml)
+    python benchmarks/latent_sampling.py --full          # MNIST (models/images/mnist.toml, conv nets: hours)
+    python benchmarks/latent_sampling.py --data mnist-mlp --seeds 3 --threads 1   # MNIST, MLP nets
     python benchmarks/latent_sampling.py --seeds 1 --set adversarial.steps=500 --no-toy
 
 Also the paper's toy: 3-D data on a deformed 2-sphere (:class:`gebm_ppl.data.toys.SphereToy`), a GEBM
@@ -43,6 +44,8 @@ from gebm_ppl.runs import build_base, build_energy, parse_override, set_dotted, 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models" / "images"
 METHODS = ("ula", "kinetic", "mala", "hmc", "imh", "dot")
+DEFAULT_METHODS = ("ula", "kinetic", "mala", "imh", "dot")  # the paper's comparison (HMC: --methods)
+VAL_METHODS = ("ula", "kinetic", "mala", "imh", "dot")  # those with a validation-chosen row
 CHAIN_METHODS = ("ula", "kinetic", "mala", "imh")  # recorded along the chain: FD curve and label visits
 METRICS = ("fd", "kid", "kid_stderr", "modes_covered", "label_kl", "confident_fraction")
 
@@ -121,8 +124,14 @@ def generator_samples(gebm: gp.GEBM, n: int, seed: int) -> np.ndarray:
         return gebm.base.sample(n, generator=torch.Generator().manual_seed(seed)).numpy()
 
 
-def run_sampler(gebm: gp.GEBM, method: str, cfg: dict, n: int, seed: int) -> dict:
+def run_sampler(gebm: gp.GEBM, method: str, cfg: dict, n: int, seed: int, *, settings: dict | None = None,
+                steps: int | None = None) -> dict:
     """Draw ``n`` images of the GEBM with a latent sampler.
+
+    ``settings`` replaces the config's ``[benchmark.samplers.<method>]`` keywords (with ``temperature`` T:
+    the chains target ν_T(z) ∝ N(z; 0, I) exp(−T·E(G_θ(z))); T = 1 is the GEBM itself) and ``steps`` the
+    config's ``mcmc_steps`` (then ``steps`` must be a multiple of mcmc_steps / curve_points, the
+    recording interval, which stays the same).
 
     The chain samplers (ULA, kinetic, MALA, IMH) run n chains from z₀ ∼ N(0, I) for ``mcmc_steps``
     transitions and keep the last state of each chain as its image; ``curve_points`` intermediate
@@ -134,12 +143,17 @@ def run_sampler(gebm: gp.GEBM, method: str, cfg: dict, n: int, seed: int) -> dic
     ``num_energy_evals``, ``sampling_time``.
     """
     bench = cfg["benchmark"]
-    kw = dict(bench.get("samplers", {}).get(method, {}))
+    kw = dict(bench.get("samplers", {}).get(method, {}) if settings is None else settings)
     backend = kw.pop("backend", "pyro")
     total = int(bench["mcmc_steps"])
     if method in CHAIN_METHODS:
         points = int(bench["curve_points"])
         thin = max(1, total // points)
+        if steps is not None:
+            if steps % thin or steps < thin:
+                raise ValueError(f"'steps' should be a positive multiple of the recording interval {thin}. "
+                                 f"Got {steps}.")
+            points = steps // thin
         idata = gp.sample_latent(gebm, method, backend=backend, num_samples=points, warmup_steps=0, num_chains=n,
                                  seed=seed, thin=thin, **kw)
         path = np.asarray(idata.posterior["x"].values, dtype=np.float32)  # [n, K, D]
@@ -164,6 +178,125 @@ def run_sampler(gebm: gp.GEBM, method: str, cfg: dict, n: int, seed: int) -> dic
     return out
 
 
+# ----------------------------------------------------------------------------------------------- the paper's protocol
+
+
+def val_fd(data, classifier, split: str = "val"):
+    """``fd(x)``: the Fréchet distance of images ``x`` to the VALIDATION split (its features computed once).
+
+    The sampler settings are chosen with this score only: it never reads ``data.test``. (``split="test"``:
+    the same FD as :func:`score`'s, for the FD-against-steps curves.)
+    """
+    ref = classifier.features(np.asarray(getattr(data, split)))
+
+    def fd(x: np.ndarray) -> float:
+        return float(gp.metrics.frechet_distance(classifier.features(np.asarray(x, dtype=np.float32)), ref))
+
+    return fd
+
+
+def candidates(cfg: dict, method: str) -> list[dict]:
+    """The validation grid of ``method``: ``[benchmark.validation].<method>``, a list of sampler settings (each
+    with its ``temperature``), or the config's T = 1 settings alone."""
+    grid = cfg["benchmark"].get("validation", {}).get(method)
+    if not grid:
+        return [{**cfg["benchmark"].get("samplers", {}).get(method, {}), "temperature": 1.0}]
+    return [{"temperature": 1.0, **c} for c in grid]
+
+
+def choose_on_validation(gebm: gp.GEBM, method: str, cfg: dict, data, classifier, seed: int, fd=None) -> dict:
+    """Choose T, the step size, its decay and the number of steps of a latent sampler by FD to validation images.
+
+    Each candidate of :func:`candidates` runs ``[benchmark.validation].chains`` chains for ``mcmc_steps``
+    transitions; every recorded state (every mcmc_steps / curve_points transitions) is a candidate number of
+    steps. The best (candidate, steps) by FD to ``data.val`` wins (test images are never read).
+
+    Returns ``{"settings": dict, "steps": int | None, "fd_val": float, "grid": [(settings, steps, fd), ...]}``
+    (``steps`` None for DOT, whose steps are a setting).
+    """
+    fd = val_fd(data, classifier) if fd is None else fd
+    chains = int(cfg["benchmark"].get("validation", {}).get("chains", 500))
+    grid = []
+    for k, cand in enumerate(candidates(cfg, method)):
+        out = run_sampler(gebm, method, cfg, chains, seed=50_000 + 100 * seed + k, settings=cand)
+        if out["path"] is None:
+            grid.append((cand, None, fd(out["x"])))
+        else:
+            grid += [(cand, steps, fd(out["path"][:, i])) for i, steps in enumerate(out["steps"])]
+    finite = [g for g in grid if math.isfinite(g[2])]
+    if not finite:
+        raise RuntimeError(f"choose_on_validation: every {method} candidate gave a non-finite validation FD.")
+    settings, steps, best = min(finite, key=lambda g: g[2])
+    return {"settings": settings, "steps": steps, "fd_val": best, "grid": grid}
+
+
+def tune_energy(gebm: gp.GEBM, cfg: dict, data, seed: int) -> tuple[gp.GEBM, float]:
+    """The paper's "tune" stage: a copy of the GEBM whose energy is fine-tuned by KALE on its frozen generator
+    (:func:`gebm_ppl.refine_energy` with ``[tune]``); returns (tuned GEBM, seconds)."""
+    import copy
+
+    tuned = copy.deepcopy(gebm)
+    start = time.perf_counter()
+    gp.refine_energy(tuned, data.train, data.val, seed=seed, progress=False, **cfg["tune"])
+    return tuned, time.perf_counter() - start
+
+
+def refine_generator(generator, cfg: dict, data, seed: int) -> tuple[gp.GEBM, float]:
+    """A fresh energy (the ``[energy]`` network, seeded) trained by KALE on a frozen generator (e.g. a GAN's):
+    :func:`gebm_ppl.refine_energy` with ``[refine]``; returns (GEBM, seconds)."""
+    dim = int(np.prod(data.image_shape))
+    torch.manual_seed(seed)
+    energy = build_energy(cfg, dim, tuple(data.image_shape))
+    start = time.perf_counter()
+    gebm, _ = gp.refine_energy(generator, data.train, data.val, energy=energy, seed=seed, progress=False,
+                               **cfg["refine"])
+    return gebm, time.perf_counter() - start
+
+
+def train_ebm(cfg: dict, data, seed: int):
+    """The EBM baseline: the ``[energy]`` network (seeded) trained in data space by contrastive divergence
+    (:func:`gebm_ppl.baselines.fit_ebm` with ``[ebm.train]``); returns (energy, seconds)."""
+    from gebm_ppl.baselines import fit_ebm
+
+    dim = int(np.prod(data.image_shape))
+    torch.manual_seed(seed)
+    energy = build_energy(cfg, dim, tuple(data.image_shape))
+    start = time.perf_counter()
+    fit_ebm(energy, data.train, data.val, seed=seed, **cfg["ebm"]["train"])
+    return energy, time.perf_counter() - start
+
+
+def run_ebm(energy, cfg: dict, n: int, seed: int, settings: dict, steps: int | None = None) -> dict:
+    """``n`` EBM images by data-space Langevin (:func:`gebm_ppl.baselines.sample_ebm`) from uniform noise, at the
+    training temperature; ``settings`` the step size (and decay), ``steps`` (default ``[ebm].steps``) a multiple
+    of the recording interval ``[ebm].steps / curve_points``. The dict of :func:`run_sampler`."""
+    from gebm_ppl.baselines import sample_ebm
+
+    total = int(cfg["ebm"]["steps"])
+    thin = max(1, total // int(cfg["benchmark"]["curve_points"]))
+    steps = total if steps is None else int(steps)
+    idata = sample_ebm(energy, n, steps=steps, num_recorded=steps // thin, seed=seed,
+                       temperature=float(cfg["ebm"]["train"].get("temperature", 1.0)), **settings)
+    path = np.asarray(idata.posterior["x"].values, dtype=np.float32)
+    out = {"x": path[:, -1], "path": path, "steps": [thin * (k + 1) for k in range(path.shape[1])]}
+    for key in ("num_grad_evals", "num_energy_evals", "sampling_time"):
+        out[key] = float(idata.attrs[key])
+    return out
+
+
+def choose_ebm_on_validation(energy, cfg: dict, data, classifier, seed: int, fd=None) -> dict:
+    """The EBM's Langevin step size (``[ebm].validation`` grid) and number of steps, by FD to validation images
+    (as :func:`choose_on_validation`)."""
+    fd = val_fd(data, classifier) if fd is None else fd
+    chains = int(cfg["benchmark"].get("validation", {}).get("chains", 500))
+    grid = []
+    for k, cand in enumerate(cfg["ebm"]["validation"]):
+        out = run_ebm(energy, cfg, chains, 60_000 + 100 * seed + k, cand)
+        grid += [(cand, steps, fd(out["path"][:, i])) for i, steps in enumerate(out["steps"])]
+    settings, steps, best = min((g for g in grid if math.isfinite(g[2])), key=lambda g: g[2])
+    return {"settings": settings, "steps": steps, "fd_val": best, "grid": grid}
+
+
 # ----------------------------------------------------------------------------------------------- scoring
 
 
@@ -180,53 +313,91 @@ def labels_visited(path: np.ndarray, classifier) -> float:
     return float(np.mean([len(set(row.tolist())) for row in pred]))
 
 
-def evaluate_seed(cfg: dict, data, classifier, seed: int, methods=METHODS, log=print) -> dict:
-    """Train the GEBM and the GAN with one seed and score the generator, the GAN and every sampler.
+def evaluate_seed(cfg: dict, data, classifier, seed: int, methods=DEFAULT_METHODS, log=print) -> dict:
+    """Train the GEBM, the GAN and the EBM with one seed and score every method against the test split.
 
-    Returns ``{"rows": {name: metrics}, "curves": {method: (steps, fds)}, "grids": {name: images},
-    "train": {...}}``; each row has the metrics of :func:`score` plus ``grad_evals_per_image``,
-    ``energy_evals_per_image``, ``time`` (seconds) and, for chain samplers, ``labels_visited``.
+    Rows (each with the metrics of :func:`score`, ``grad_evals_per_image``, ``energy_evals_per_image``,
+    ``time`` in seconds and, for chain samplers, ``labels_visited``):
+
+    * ``generator``: G_θ(z), z ∼ N(0, I), with ``fd_draw_spread`` (|FD₁ − FD₂| of two independent draws);
+    * ``gebm-ula-untuned``: latent ULA at T = 1 on the end-to-end GEBM (before the tune stage);
+    * ``gebm-<method>``: the GEBM after the tune stage (:func:`tune_energy`; the end-to-end one without a
+      ``[tune]`` table), sampled at T = 1 with the config's settings: the model itself;
+    * ``gebm-<method>-val``: the same GEBM at the setting chosen on validation images
+      (:func:`choose_on_validation`: T, step size, decay, steps);
+    * ``control-E0-ula``: E ≡ 0, latent ULA (reproduces the generator);
+    * ``gan``: the same networks trained as a logistic GAN, its generator alone;
+    * ``gan-refined-ula`` / ``gan-refined-ula-val``: a KALE energy trained on the GAN's frozen generator
+      (:func:`refine_generator`), latent ULA at T = 1 / at the validation-chosen setting;
+    * ``ebm``: the energy network trained in data space by contrastive divergence, data-space Langevin at the
+      validation-chosen step size and steps.
+
+    Returns ``{"rows", "curves": {name: (steps, fds)}, "grids": {name: images}, "train", "chosen"}``.
     """
     bench = cfg["benchmark"]
     n = int(bench["num_samples"])
     grid = int(bench.get("grid", 64))
-    rows, curves, grids, info = {}, {}, {}, {}
+    fd_val, fd_test = val_fd(data, classifier), val_fd(data, classifier, "test")
+    rows, curves, grids, info, chosen = {}, {}, {}, {}, {}
 
-    def record(name, x, extra):
-        rows[name] = {**score(x, data, classifier), **extra}
-        grids[name] = x[:grid]
-        log(f"  seed {seed} {name:<14} FD {rows[name]['fd']:8.3f}  ({extra.get('time', 0.0):.1f} s)")
+    def record(name, out, gen_fd=None):
+        extra = {"time": out["sampling_time"], "grad_evals_per_image": out["num_grad_evals"] / n,
+                 "energy_evals_per_image": out["num_energy_evals"] / n}
+        if out.get("path") is not None:
+            extra["labels_visited"] = labels_visited(out["path"], classifier)
+            fds = [fd_test(out["path"][:, k]) for k in range(out["path"].shape[1])]
+            curves[name] = ([0, *out["steps"]], [gen_fd, *fds]) if gen_fd is not None else (out["steps"], fds)
+        rows[name] = {**score(out["x"], data, classifier), **extra}
+        grids[name] = out["x"][:grid]
+        log(f"  seed {seed} {name:<22} FD {rows[name]['fd']:8.3f}  ({extra['time']:.1f} s)")
+
+    def draw(model):
+        t = time.perf_counter()
+        x = generator_samples(model, n, 10_000 + seed)
+        return {"x": x, "sampling_time": time.perf_counter() - t, "num_grad_evals": 0.0, "num_energy_evals": 0.0}
+
+    def latent(model, name, method, setting=None, base="generator"):
+        out = run_sampler(model, method, cfg, n, seed, settings=None if setting is None else setting["settings"],
+                          steps=None if setting is None else setting["steps"])
+        record(name, out, rows[base]["fd"])  # the curve starts (step 0) at the generator's own FD
 
     gebm, info["kale"] = train(cfg, data, "kale", seed)
     kale = info["kale"]
     log(f"  seed {seed} trained GEBM (KALE) in {kale['train_time']:.1f} s, val KALE {kale['kale_val']:.3f}")
-    t = time.perf_counter()
-    x = generator_samples(gebm, n, 10_000 + seed)
-    record("generator", x, {"time": time.perf_counter() - t, "grad_evals_per_image": 0.0,
-                            "energy_evals_per_image": 0.0})
+    record("generator", draw(gebm))
     # the spread between independent generator draws: the noise level of an FD difference
     second = score(generator_samples(gebm, n, 20_000 + seed), data, classifier)["fd"]
     rows["generator"]["fd_draw_spread"] = abs(second - rows["generator"]["fd"])
+    if "tune" in cfg:
+        latent(gebm, "gebm-ula-untuned", "ula")
+        gebm, info["tune_time"] = tune_energy(gebm, cfg, data, seed)
+        log(f"  seed {seed} tuned the energy on the frozen generator in {info['tune_time']:.1f} s")
     for method in methods:
-        out = run_sampler(gebm, method, cfg, n, seed)
-        extra = {"time": out["sampling_time"], "grad_evals_per_image": out["num_grad_evals"] / n,
-                 "energy_evals_per_image": out["num_energy_evals"] / n}
-        if out["path"] is not None:
-            extra["labels_visited"] = labels_visited(out["path"], classifier)
-            fds = [score(out["path"][:, k], data, classifier)["fd"] for k in range(out["path"].shape[1])]
-            curves[method] = ([0, *out["steps"]], [rows["generator"]["fd"], *fds])
-        record(f"gebm-{method}", out["x"], extra)
-    control = run_sampler(zero_energy(gebm), "ula", cfg, n, seed)
-    record("control-E0-ula", control["x"], {"time": control["sampling_time"],
-                                             "grad_evals_per_image": control["num_grad_evals"] / n,
-                                             "energy_evals_per_image": control["num_energy_evals"] / n})
+        latent(gebm, f"gebm-{method}", method)
+        if method in VAL_METHODS:
+            t = time.perf_counter()
+            chosen[f"gebm-{method}-val"] = choose_on_validation(gebm, method, cfg, data, classifier, seed, fd_val)
+            info[f"select_time_{method}"] = time.perf_counter() - t
+            latent(gebm, f"gebm-{method}-val", method, chosen[f"gebm-{method}-val"])
+    latent(zero_energy(gebm), "control-E0-ula", "ula")
+
     gan, info["gan"] = train(cfg, data, "gan", seed)
     log(f"  seed {seed} trained GAN in {info['gan']['train_time']:.1f} s")
-    t = time.perf_counter()
-    record("gan", generator_samples(gan, n, 10_000 + seed), {"time": time.perf_counter() - t,
-                                                             "grad_evals_per_image": 0.0,
-                                                             "energy_evals_per_image": 0.0})
-    return {"rows": rows, "curves": curves, "grids": grids, "train": info}
+    record("gan", draw(gan))
+    if "refine" in cfg:
+        refined, info["refine_time"] = refine_generator(gan.base, cfg, data, seed)
+        log(f"  seed {seed} refined the GAN's generator with a KALE energy in {info['refine_time']:.1f} s")
+        latent(refined, "gan-refined-ula", "ula", base="gan")
+        chosen["gan-refined-ula-val"] = choose_on_validation(refined, "ula", cfg, data, classifier, seed, fd_val)
+        latent(refined, "gan-refined-ula-val", "ula", chosen["gan-refined-ula-val"], base="gan")
+    if "ebm" in cfg:
+        energy, info["ebm_time"] = train_ebm(cfg, data, seed)
+        log(f"  seed {seed} trained the EBM in {info['ebm_time']:.1f} s")
+        chosen["ebm"] = choose_ebm_on_validation(energy, cfg, data, classifier, seed, fd_val)
+        record("ebm", run_ebm(energy, cfg, n, seed, chosen["ebm"]["settings"], chosen["ebm"]["steps"]))
+    for name, c in chosen.items():
+        log(f"  seed {seed} {name}: chosen {c['settings']} steps {c['steps']} (val FD {c['fd_val']:.2f})")
+    return {"rows": rows, "curves": curves, "grids": grids, "train": info, "chosen": chosen}
 
 
 def summarise(per_seed: list[dict]) -> dict:
@@ -239,6 +410,59 @@ def summarise(per_seed: list[dict]) -> dict:
             se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
             out[name][key] = (float(v.mean()), se)
     return out
+
+
+def paired(per_seed: list[dict], a: str, b: str, key: str = "fd") -> list[float]:
+    """Per-seed differences ``key(a) − key(b)`` (FD: negative means ``a`` is better)."""
+    return [s["rows"][a][key] - s["rows"][b][key] for s in per_seed]
+
+
+def claims(per_seed: list[dict]) -> list[dict]:
+    """The GEBM paper's image claims as paired FD differences over seeds (a − b; negative: a is better).
+
+    Each entry: ``claim``, ``a``, ``b``, ``diffs`` (per seed), ``mean``, ``se``, ``holds`` (every seed's difference
+    is negative, and for the claim against the generator more negative than −3× that seed's draw spread).
+    Rows missing from the run are skipped.
+    """
+    rows = per_seed[0]["rows"]
+    spread = [s["rows"]["generator"]["fd_draw_spread"] for s in per_seed]
+    wanted = []
+    for tag in ("", "-val"):
+        setting = "T = 1" if not tag else "validation-chosen"
+        wanted += [(f"latent ULA beats the generator by > 3x the draw spread ({setting})", f"gebm-ula{tag}",
+                    "generator", 3.0)]
+        wanted += [(f"latent ULA beats {m.upper()} ({setting})", f"gebm-ula{tag}", f"gebm-{m}{tag}", 0.0)
+                   for m in ("imh", "dot")]
+        wanted += [(f"the GEBM (latent ULA, {setting}) beats the GAN", f"gebm-ula{tag}", "gan", 0.0),
+                   (f"the GEBM (latent ULA, {setting}) beats the EBM", f"gebm-ula{tag}", "ebm", 0.0),
+                   (f"a KALE energy refines the GAN's generator (latent ULA, {setting})", f"gan-refined-ula{tag}",
+                    "gan", 0.0)]
+    best = min((name for name in rows if name.startswith("gebm-") and name != "gebm-ula-untuned"),
+               key=lambda name: np.mean([s["rows"][name]["fd"] for s in per_seed]), default=None)
+    if best is not None:
+        wanted.append((f"the best latent sampler ({best}) beats the generator by > 3x the draw spread", best,
+                       "generator", 3.0))
+    out = []
+    for claim, a, b, margin in wanted:
+        if a not in rows or b not in rows:
+            continue
+        d = paired(per_seed, a, b)
+        se = float(np.std(d, ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
+        holds = all(di < -margin * sp if margin else di < 0 for di, sp in zip(d, spread, strict=True))
+        out.append({"claim": claim, "a": a, "b": b, "diffs": d, "mean": float(np.mean(d)), "se": se, "holds": holds})
+    return out
+
+
+def claims_table(entries: list[dict], spread: list[float]) -> str:
+    """The claims as a Markdown table."""
+    lines = ["| claim | a − b (FD, per seed) | mean ± se | holds on every seed |", "|---|---|---|---|"]
+    for e in entries:
+        per = ", ".join(f"{d:+.2f}" for d in e["diffs"])
+        lines.append(f"| {e['claim']}: {e['a']} − {e['b']} | {per} | {_fmt(e['mean'], e['se'])} | "
+                     f"{'yes' if e['holds'] else 'no'} |")
+    lines.append("")
+    lines.append("Generator draw spread per seed: " + ", ".join(f"{s:.2f}" for s in spread) + ".")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------- toy
@@ -336,6 +560,16 @@ def table(summary: dict, floor: float, n_seeds: int) -> str:
     return "\n".join(lines)
 
 
+def chosen_table(per_seed: list[dict]) -> str:
+    """The validation-chosen settings of every seed (T, step size, decay, steps) and their validation FD."""
+    lines = ["| row | seed | chosen setting | steps | FD to validation |", "|---|---|---|---|---|"]
+    for i, s in enumerate(per_seed):
+        for name, c in s["chosen"].items():
+            setting = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in c["settings"].items())
+            lines.append(f"| {name} | {i} | {setting} | {c['steps']} | {c['fd_val']:.2f} |")
+    return "\n".join(lines)
+
+
 def toy_table(toy: dict) -> str:
     q = toy["radius_quantiles"]
     lines = ["| samples | MMD² to test ↓ | mean manifold error | radius quantiles " + "/".join(f"{p}%" for p in q)
@@ -392,16 +626,30 @@ def figures(out: Path, per_seed: list[dict], image_shape, toy: dict | None) -> l
     import matplotlib.pyplot as plt
 
     paths = [out / "latent_sampling_grids.png"]
-    _grid_figure(paths[-1], per_seed[0]["grids"], image_shape, plt)
+    _grid_figure(paths[-1], per_seed[0]["grids"], image_shape, plt, panels_per_row=4)
 
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    for method in per_seed[0]["curves"]:
-        steps = per_seed[0]["curves"][method][0]
-        fds = np.mean([s["curves"][method][1] for s in per_seed], axis=0)
-        ax.plot(steps, fds, marker="o", ms=3, label=method)
-    ax.set_xlabel("MCMC transitions per chain")
-    ax.set_ylabel("FD to test (lower is better)")
-    ax.legend(fontsize=8)
+    names = list(per_seed[0]["curves"])
+    groups = [[m for m in names if not m.endswith("-val") and m != "ebm"], [m for m in names if m.endswith("-val")],
+              [m for m in names if m == "ebm"]]
+    groups = [g for g in groups if g]
+    titles = {0: "T = 1 (the model)", 1: "validation-chosen settings"}
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.6), squeeze=False)
+    for j, (ax, group) in enumerate(zip(axes.flat, groups, strict=True)):
+        for name in group:
+            steps = per_seed[0]["curves"][name][0]
+            same = all(s["curves"][name][0] == steps for s in per_seed)
+            if same:  # the mean over seeds; else (validation-chosen steps differ by seed) each seed's curve
+                ax.plot(steps, np.mean([s["curves"][name][1] for s in per_seed], axis=0), marker="o", ms=3,
+                        label=name)
+            else:
+                for i, s in enumerate(per_seed):
+                    ax.plot(*s["curves"][name], marker="o", ms=3, alpha=0.7, label=f"{name} (seed {i})")
+        ax.set_xlabel("MCMC transitions per chain")
+        ax.set_ylabel("FD to test (lower is better)")
+        ax.set_title(titles.get(j, "EBM: data-space Langevin from noise") if group != ["ebm"]
+                     else "EBM: data-space Langevin from noise", fontsize=10)
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(out / "latent_sampling_fd_steps.png")
     fig.savefig(paths[-1], dpi=120)
@@ -428,9 +676,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="TOML config (default models/images/digits.toml, "
                                                   "or mnist.toml with --full)")
+    p.add_argument("--data", default=None, choices=sorted(q.stem for q in MODELS.glob("*.toml")),
+                   help="a model of models/images/ by name (digits: 8x8, quick; mnist: conv nets; mnist-mlp: "
+                        "MLP nets on MNIST, the fast one)")
     p.add_argument("--full", action="store_true", help="MNIST, paper-scale settings (hours on a CPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--seeds", type=int, default=None, help="number of training seeds (default: the config's)")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated samplers of {METHODS}")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated samplers of {METHODS}")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config entry")
     p.add_argument("--no-toy", action="store_true", help="skip the deformed-sphere toy")
     p.add_argument("--out", default=None, help="results folder (default results/latent_sampling/<data>)")
@@ -439,15 +691,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = args.config or ("mnist" if args.full else "digits")
-    cfg = load_config(config, args.set, full=args.full and args.config is not None)
+    if args.config and args.data:
+        raise SystemExit("--config and --data: give one of them.")
+    config = args.config or args.data or ("mnist" if args.full else "digits")
+    cfg = load_config(config, args.set, full=args.full and (args.config or args.data) is not None)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise SystemExit(f"--methods: unknown sampler(s) {bad}; expected some of {METHODS}.")
     n_seeds = int(args.seeds if args.seeds is not None else cfg.get("seeds", 3))
     name = cfg["data"]["name"]
-    out = Path(args.out or Path("results") / "latent_sampling" / name)
+    out = Path(args.out or Path("results") / "latent_sampling" / Path(config).stem)
 
     def log(msg: str) -> None:  # plain progress lines (also when stderr is not a terminal)
         print(msg, file=sys.stderr, flush=True)
@@ -468,7 +724,9 @@ def main(argv: list[str] | None = None) -> int:
         toy = run_toy(cfg, seed=0)
     wall = time.perf_counter() - start
 
-    text = table(summary, floor, n_seeds)
+    entries = claims(per_seed)
+    text = table(summary, floor, n_seeds) + "\n\n" + claims_table(
+        entries, [s["rows"]["generator"]["fd_draw_spread"] for s in per_seed]) + "\n\n" + chosen_table(per_seed)
     print(text)
     if toy is not None:
         print()
@@ -477,7 +735,8 @@ def main(argv: list[str] | None = None) -> int:
         "data": name, "config": cfg, "seeds": n_seeds, "methods": list(methods), "floor_fd": floor,
         "wall_time": wall, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "summary": {k: {m: list(v) for m, v in row.items()} for k, row in summary.items()},
-        "per_seed": [{"rows": s["rows"], "train": s["train"],
+        "claims": entries,
+        "per_seed": [{"rows": s["rows"], "train": s["train"], "chosen": s["chosen"],
                       "curves": {m: [list(map(float, a)) for a in c] for m, c in s["curves"].items()}}
                      for s in per_seed],
         "toy": None if toy is None else {k: v for k, v in toy.items() if k != "radii"},
