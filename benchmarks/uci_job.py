@@ -46,7 +46,7 @@ FAMILY_GEBMS = {f"gebm-{k}": k for k in FLOW_KINDS}
 METHODS = ("realnvp", "realnvp-reg", "maf", "maf-reg", "nsf", "nsf-reg", "gebm-frozen", "gebm-joint", *FAMILY_GEBMS)
 GEBMS = ("gebm-frozen", "gebm-joint", *FAMILY_GEBMS)
 REFERENCES = ("realnvp", "maf", "nsf", "realnvp-reg", "maf-reg", "nsf-reg", "best-flow")
-FLOW_AXES = ("noise_std", "weight_decay", "hidden_features")
+FLOW_AXES = ("noise_std", "weight_decay", "hidden_features", "latent_df")
 # [select.energy] axis -> the configuration key it sets
 ENERGY_AXES = {"hidden": "energy.hidden", "penalty": "kale.penalty", "energy_l2": "kale.energy_l2",
                "noise_factor": "kale.noise_factor", "energy_lr": "kale.energy_lr"}  # fmt: skip

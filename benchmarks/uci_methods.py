@@ -33,6 +33,8 @@ __all__ = ["FLOW_SECTIONS", "MLE_KEYS", "evaluate", "flow_nll", "flow_tables", "
 
 # where each flow's architecture and MLE options live in a benchmark configuration
 FLOW_SECTIONS = {"realnvp": ("realnvp", "mle"), "maf": ("maf", "maf"), "nsf": ("nsf", "nsf")}
+ARCH_AXES = frozenset({"hidden_features", "latent_df"})
+"""Flow grid axes that build the base (its architecture table); the other axes are fit_mle options."""
 MLE_KEYS = frozenset(n for n, p in inspect.signature(gp.fit_mle).parameters.items() if p.kind is p.KEYWORD_ONLY)
 """The keys of a ``[maf]`` / ``[nsf]`` table that go to :func:`gebm_ppl.fit_mle`; the others build the base."""
 
@@ -137,7 +139,7 @@ def run_kale(data, base, cfg: dict, seed: int, device, progress, *, joint: bool,
 
 def with_point(cfg: dict, point: dict, kind: str | None = None) -> dict:
     """A copy of ``cfg`` with a grid point applied: keys ``"section.key"`` as they are, and for a flow
-    ``kind`` the flow keys ``hidden_features`` (its architecture section), ``noise_std`` and
+    ``kind`` the flow keys ``hidden_features`` and ``latent_df`` (its architecture section), ``noise_std`` and
     ``weight_decay`` (its MLE options). A width w given to a flow whose ``hidden_features`` is a list of
     widths (zuko flows) sets every layer: [w] × its length."""
     cfg = copy.deepcopy(cfg)
@@ -146,7 +148,7 @@ def with_point(cfg: dict, point: dict, kind: str | None = None) -> dict:
             section, name = key.split(".", 1)
         elif kind is not None:
             arch, options = FLOW_SECTIONS[kind]
-            section, name = (arch if key == "hidden_features" else options), key
+            section, name = (arch if key in ARCH_AXES else options), key
         else:
             raise ValueError(f"grid key {key!r} should be 'section.key' outside a flow's grid.")
         current = cfg.get(section, {}).get(name)

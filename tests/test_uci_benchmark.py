@@ -203,6 +203,12 @@ def test_flow_tables_build_any_registered_base():
     # a width on a zuko flow's list of widths sets every layer
     assert methods.with_point(cfg, {"hidden_features": 16}, "maf")["maf"]["hidden_features"] == [16]
     assert methods.with_point(cfg, {"hidden_features": 16}, "nsf")["nsf"]["hidden_features"] == 16
+    # the Student-t latent (gp.StudentTBase via runs.build_base) is an architecture key of every family
+    cfg["realnvp"], cfg["mle"] = {"hidden_features": 8}, {"epochs": 3}
+    point = methods.with_point(cfg, {"latent_df": 2.0, "noise_std": 0.2}, "realnvp")
+    assert point["realnvp"] == {"hidden_features": 8, "latent_df": 2.0}
+    assert point["mle"] == {"epochs": 3, "noise_std": 0.2}
+    assert methods.with_point(cfg, {"latent_df": 1.0}, "maf")["maf"]["latent_df"] == 1.0
 
 
 def test_pooled_base_draws_from_its_pool_and_keeps_the_density():
