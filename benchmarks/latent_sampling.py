@@ -680,8 +680,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated samplers of {METHODS}")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config entry")
     p.add_argument("--no-toy", action="store_true", help="skip the deformed-sphere toy")
+    p.add_argument("--workers", type=int, default=2, help="training seeds run in this many processes (default 2; "
+                   "1: one after another in this process)")
     p.add_argument("--out", default=None, help="results folder (default results/latent_sampling/<data>)")
     return p
+
+
+def _log(msg: str) -> None:
+    """Plain progress lines on stderr (also when it is not a terminal, and from worker processes)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _seed_job(cfg: dict, name: str, seed: int, methods, threads: int) -> dict:
+    """:func:`evaluate_seed` in a worker process: its own data, cached classifier and torch threads."""
+    torch.set_num_threads(threads)
+    data = gp.data.load(name, seed=0)
+    return evaluate_seed(cfg, data, gp.metrics.load_classifier(data), seed, methods, _log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -700,21 +714,31 @@ def main(argv: list[str] | None = None) -> int:
     name = cfg["data"]["name"]
     out = Path(args.out or Path("results") / "latent_sampling" / Path(config).stem)
 
-    def log(msg: str) -> None:  # plain progress lines (also when stderr is not a terminal)
-        print(msg, file=sys.stderr, flush=True)
-
+    log = _log
     start = time.perf_counter()
     data = gp.data.load(name, seed=0)
     classifier = gp.metrics.load_classifier(data)
     floor = gp.metrics.fd_floor(data, classifier)
     log(f"{name}: {data.train.shape[0]} train / {data.test.shape[0]} test images {tuple(data.image_shape)}, "
         f"classifier val accuracy {classifier.info.get('val_accuracy', math.nan):.3f}, floor FD {floor:.2f}")
-    per_seed = []
-    for seed in range(n_seeds):
-        per_seed.append(evaluate_seed(cfg, data, classifier, seed, methods, log))
-    summary = summarise(per_seed)
+    workers = max(1, min(int(args.workers), n_seeds))
+    run_the_toy = not args.no_toy and "toy" in cfg
     toy = None
-    if not args.no_toy and "toy" in cfg:
+    if workers == 1:
+        per_seed = [evaluate_seed(cfg, data, classifier, seed, methods, log) for seed in range(n_seeds)]
+    else:  # one process per training seed (spawned: each seeds itself, reads the cached classifier)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        log(f"{n_seeds} training seeds on {workers} worker processes ({args.threads or 1} torch thread each)")
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_seed_job, cfg, name, seed, methods, args.threads or 1) for seed in range(n_seeds)]
+            if run_the_toy:  # in this process while the workers train (the last round leaves a core free)
+                log("toy: deformed sphere")
+                toy = run_toy(cfg, seed=0)
+            per_seed = [f.result() for f in futures]
+    summary = summarise(per_seed)
+    if run_the_toy and toy is None:
         log("toy: deformed sphere")
         toy = run_toy(cfg, seed=0)
     wall = time.perf_counter() - start

@@ -3,8 +3,9 @@ generator's samples beyond the FD noise, and with E ≡ 0 it reproduces the gene
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import itertools
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,11 @@ N = 500  # images per FD
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("latent_sampling", ROOT / "benchmarks" / "latent_sampling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    # imported by name from benchmarks/ (as `python benchmarks/latent_sampling.py` sees it), so that the worker
+    # processes of --workers can import it too
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    return importlib.import_module("latent_sampling")
 
 
 @pytest.fixture(scope="module")
