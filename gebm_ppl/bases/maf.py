@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._validation import check_positive_int
 from ..registry import register_base
+from ._autoregressive import check_autoregressive
 from .transform import TransformBase
 
 __all__ = ["MAF"]
@@ -48,15 +48,7 @@ class MAF(TransformBase):
     ):
         import zuko
 
-        dim = check_positive_int(dim, "dim")
-        if dim < 2:
-            raise ValueError(f"MAF needs 'dim' >= 2 (an autoregressive layer conditions on other features). Got {dim}.")
-        transforms = check_positive_int(transforms, "transforms")
-        if isinstance(hidden_features, int | str) or not isinstance(hidden_features, Sequence):
-            raise ValueError(f"'hidden_features' should be a sequence of widths. Got {hidden_features!r}.")
-        hidden = [check_positive_int(h, "hidden_features") for h in hidden_features]
-        if passes is not None:
-            passes = check_positive_int(passes, "passes")
+        dim, transforms, hidden, passes = check_autoregressive("MAF", dim, transforms, hidden_features, passes)
         flow = zuko.flows.MAF(dim, transforms=transforms, hidden_features=hidden, passes=passes)
         super().__init__(flow, dim)
         self._config = dict(dim=dim, transforms=transforms, hidden_features=hidden, passes=passes)

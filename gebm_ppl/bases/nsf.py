@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from .._validation import check_positive_int
 from ..registry import register_base
+from ._autoregressive import check_autoregressive
 from .transform import TransformBase
 
 __all__ = ["NSF"]
@@ -50,18 +51,10 @@ class NSF(TransformBase):
     ):
         import zuko
 
-        dim = check_positive_int(dim, "dim")
-        if dim < 2:
-            raise ValueError(f"NSF needs 'dim' >= 2 (an autoregressive layer conditions on other features). Got {dim}.")
-        transforms = check_positive_int(transforms, "transforms")
-        if isinstance(hidden_features, int | str) or not isinstance(hidden_features, Sequence):
-            raise ValueError(f"'hidden_features' should be a sequence of widths. Got {hidden_features!r}.")
-        hidden = [check_positive_int(h, "hidden_features") for h in hidden_features]
+        dim, transforms, hidden, passes = check_autoregressive("NSF", dim, transforms, hidden_features, passes)
         bins = check_positive_int(bins, "bins")
         if bins < 2:
             raise ValueError(f"'bins' should be >= 2. Got {bins}.")
-        if passes is not None:
-            passes = check_positive_int(passes, "passes")
         flow = zuko.flows.NSF(dim, transforms=transforms, hidden_features=hidden, bins=bins, passes=passes)
         super().__init__(flow, dim)
         self._config = dict(dim=dim, transforms=transforms, hidden_features=hidden, bins=bins, passes=passes)
