@@ -11,8 +11,8 @@ from pathlib import Path
 
 from gebm_ppl.runs import parse_override, set_dotted, validate_config
 
-__all__ = ["CONFIG_DIR", "EPOCH_KEYS", "PAPER_CONFIG_DIR", "apply_override", "load_config", "parse_override",
-           "run_config"]
+__all__ = ["CONFIG_DIR", "EPOCH_KEYS", "PAPER_CONFIG_DIR", "apply_override", "apply_overrides", "load_config",
+           "parse_override", "run_config"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "models" / "uci"
 PAPER_CONFIG_DIR = CONFIG_DIR.parent / "uci-paper"  # --protocol kexpfam-paper reads these when present
@@ -22,6 +22,15 @@ _SECTIONS = {"realnvp", "mle", "energy", "kale", "kale_joint", "maf", "nsf", "ev
 
 apply_override = set_dotted
 """Set the dotted key of a configuration (:func:`gebm_ppl.runs.set_dotted`)."""
+
+
+def apply_overrides(config: dict, dataset: str, overrides) -> dict:
+    """Apply the parsed ``--set [DATASET:]KEY=VALUE`` overrides (:func:`parse_override` triples) that concern
+    ``dataset``: those without a dataset, and those naming it. Returns ``config``, changed in place."""
+    for ds, key, value in overrides:
+        if ds is None or ds == dataset:
+            apply_override(config, key, value)
+    return config
 
 
 def _merge(into: dict, new: dict) -> dict:

@@ -52,7 +52,15 @@ import torch
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # the helpers beside this file; the repository's gebm_ppl
 
-from uci_config import CONFIG_DIR, EPOCH_KEYS, PAPER_CONFIG_DIR, apply_override, load_config, parse_override  # noqa: E402
+from uci_config import (  # noqa: E402
+    CONFIG_DIR,
+    EPOCH_KEYS,
+    PAPER_CONFIG_DIR,
+    apply_override,
+    apply_overrides,
+    load_config,
+    parse_override,
+)
 from uci_job import FAMILY_GEBMS, METHODS, check_select, job_entry, worker_init  # noqa: E402
 from uci_report import summarise, write_outputs  # noqa: E402
 
@@ -188,9 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             apply_override(cfg, key, args.epochs)
         if args.eval_samples:
             apply_override(cfg, "eval.num_samples", args.eval_samples)
-        for ds, key, value in overrides:
-            if ds is None or ds == name:
-                apply_override(cfg, key, value)
+        apply_overrides(cfg, name, overrides)
         try:
             check_select(cfg)
         except ValueError as e:

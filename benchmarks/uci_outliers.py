@@ -234,16 +234,11 @@ def asinh_transformed(data, skew: float):
 
 
 def benchmark_config(dataset: str, overrides: list[str]) -> dict:
-    """The benchmark's configuration of ``dataset`` (``models/uci``) with ``--set`` overrides applied."""
-    from uci_config import load_config
+    """The benchmark's configuration of ``dataset`` (``models/uci``) with the ``--set [DATASET:]KEY=VALUE``
+    overrides that concern it applied, as ``benchmarks/uci_density.py`` applies them."""
+    from uci_config import apply_overrides, load_config, parse_override
 
-    from gebm_ppl.runs import parse_override, set_dotted
-
-    cfg = load_config(dataset)
-    for item in overrides:
-        _, key, value = parse_override(item)
-        set_dotted(cfg, key, value)
-    return cfg
+    return apply_overrides(load_config(dataset), dataset, [parse_override(item) for item in overrides])
 
 
 def asinh_fit(data, cfg: dict, seed: int, skew: float, rows: list[int], device, with_gebm: bool) -> dict:
